@@ -1,0 +1,161 @@
+"""Model configurations: frozen dataclasses, validated when built, filled from files and ``key=value``.
+
+Every model has a frozen dataclass config. Values arrive as Python objects (library use), as
+``key=value`` strings (``--set`` on the CLI) or from a TOML/JSON file (``--config``); the latter
+two are parsed here, once, by the type of the field they set. Unknown keys are errors that name
+the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from prnn.errors import ConfigError
+
+ConfigT = TypeVar("ConfigT")
+
+
+def check_choice(config: object, field: str, choices: Iterable[str]) -> None:
+    """Raise ConfigError unless ``config.<field>`` is one of ``choices``."""
+    value = getattr(config, field)
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(
+            f"{field!r} of {type(config).__name__} must be one of {', '.join(choices)}; "
+            f"got {value!r}"
+        )
+
+
+def check_number(
+    config: object,
+    field: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+) -> None:
+    """Raise ConfigError unless ``config.<field>`` lies in the given range."""
+    value = getattr(config, field)
+    name = f"{field!r} of {type(config).__name__}"
+    if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
+        relation = ">" if exclusive_minimum else ">="
+        raise ConfigError(f"{name} must be {relation} {minimum}; got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}; got {value!r}")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unknown_key_error(cls: type, key: str, source: str) -> ConfigError:
+    valid = [f.name for f in dataclasses.fields(cls)]
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    listing = ", ".join(valid) if valid else "(none: this model has no settings)"
+    return ConfigError(
+        f"{source}: unknown key {key!r} for {cls.__name__}{hint} Valid keys: {listing}"
+    )
+
+
+def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
+    """Convert a string (from --set) or a JSON/TOML value to the field's declared type."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(value, members[0], key, source)
+    if origin is tuple:
+        element = typing.get_args(annotation)[0]
+        if isinstance(value, str):
+            # GRU4Rec writes layer lists as "100/100"; commas are accepted too.
+            parts = [p for p in value.replace("/", ",").split(",") if p.strip()]
+        elif isinstance(value, list | tuple):
+            parts = list(value)
+        else:
+            parts = [value]
+        return tuple(_coerce(p, element, key, source) for p in parts)
+    try:
+        if annotation is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "1", "yes", "on"):
+                return True
+            if text in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if annotation is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            if isinstance(value, bool):
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        if annotation is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if annotation is str:
+            return str(value)
+    except (TypeError, ValueError):
+        type_name = getattr(annotation, "__name__", str(annotation))
+        raise ConfigError(f"{source}: {key!r} expects {type_name}; got {value!r}") from None
+    return value
+
+
+def build_config(
+    cls: type[ConfigT], values: Mapping[str, Any], source: str = "config"
+) -> ConfigT:
+    """Build ``cls`` from a mapping of field names to raw values, coercing each to its type."""
+    types_by_field = _field_types(cls)
+    kwargs = {}
+    for key, raw in values.items():
+        if key not in types_by_field:
+            raise _unknown_key_error(cls, key, source)
+        kwargs[key] = _coerce(raw, types_by_field[key], key, source)
+    return cls(**kwargs)
+
+
+def parse_overrides(pairs: Iterable[str], source: str = "--set") -> dict[str, str]:
+    """Turn ``["key=value", ...]`` into a dict; the values stay strings until build_config."""
+    result: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{source}: expected key=value, got {pair!r}")
+        result[key.strip()] = value.strip()
+    return result
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or JSON file of settings into a flat dict. Config is data, never code."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a table of key = value settings")
+    return data
+
+
+def config_to_dict(config: object) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in dataclasses.asdict(config).items()
+    }

@@ -1,0 +1,275 @@
+"""Next-event evaluation, shared by every model: ranks with a stated tie policy, Recall/MRR@K.
+
+The protocol (GRU4Rec, p-RNN papers): for every event of a test session but the last, the model
+has seen the session up to and including that event and ranks the candidates for the next one.
+Sessions run side by side in lanes (session-parallel, as in training), each lane's state reset
+when it takes a new session, so the evaluator only ever calls the ``SessionRecommender``
+interface and never knows which model it runs.
+
+Defaults, defined once here: conservative ties, all items as candidates, cut-offs 1, 5, 10, 20.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from prnn.data import EventLog, Vocabulary
+from prnn.errors import ConfigError, PrnnError
+from prnn.models.base import SessionRecommender
+
+TiePolicy = Literal["conservative", "optimistic", "median"]
+#: Share of the items tied with the target that rank above it.
+TIE_SHARE_ABOVE = {"optimistic": 0.0, "median": 0.5, "conservative": 1.0}
+DEFAULT_TIES: TiePolicy = "conservative"
+DEFAULT_CUTOFFS = (1, 5, 10, 20)
+DEFAULT_CANDIDATES = "all"
+OUTSIDE_CANDIDATES_POLICY = "counted as misses"
+
+
+def target_ranks(
+    scores: torch.Tensor, targets: torch.Tensor, ties: TiePolicy = DEFAULT_TIES
+) -> torch.Tensor:
+    """1-based rank of each row's target among the row's scores.
+
+    Args:
+        scores: (B, C) float scores.
+        targets: (B,) long column of the target in each row.
+        ties: where the target goes among items with exactly its score: below all of them
+            (``conservative``), above all (``optimistic``), or in the middle (``median``).
+
+    Returns:
+        (B,) float64 ranks (fractional under ``median``).
+    """
+    if ties not in TIE_SHARE_ABOVE:
+        raise ConfigError(f"ties must be one of {', '.join(TIE_SHARE_ABOVE)}; got {ties!r}")
+    target_scores = scores.gather(1, targets[:, None])  # (B, 1)
+    above = (scores > target_scores).sum(1)
+    tied = (scores == target_scores).sum(1) - 1  # other items with the target's score
+    return 1.0 + above.double() + TIE_SHARE_ABOVE[ties] * tied.double()
+
+
+def recall_at(ranks: torch.Tensor, k: int) -> torch.Tensor:
+    """(B,) 1.0 where the target is in the top k, else 0.0."""
+    return (ranks <= k).double()
+
+
+def reciprocal_rank_at(ranks: torch.Tensor, k: int) -> torch.Tensor:
+    """(B,) 1 / rank where the target is in the top k, else 0.0."""
+    return torch.where(ranks <= k, 1.0 / ranks, torch.zeros_like(ranks))
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    """The items ranked for every event: all items, or the N most popular training items."""
+
+    spec: str
+    indices: np.ndarray | None
+    """Candidate item indices, or None for all items."""
+    column_of_item: np.ndarray
+    """(I,) column of each item in the score matrix; -1 for items outside the candidates."""
+
+    @classmethod
+    def parse(cls, spec: str, vocabulary: Vocabulary) -> CandidateSet:
+        spec = spec.strip().lower()
+        n_items = len(vocabulary)
+        if spec == "all":
+            return cls("all", None, np.arange(n_items, dtype=np.int64))
+        kind, _, number = spec.partition(":")
+        if kind != "top" or not number.isdigit() or int(number) < 1:
+            raise ConfigError(f"candidates must be 'all' or 'top:N' with N >= 1; got {spec!r}")
+        indices = vocabulary.most_popular(min(int(number), n_items))
+        column_of_item = np.full(n_items, -1, dtype=np.int64)
+        column_of_item[indices] = np.arange(len(indices))
+        return cls(f"top:{int(number)}", indices, column_of_item)
+
+    def __len__(self) -> int:
+        return len(self.column_of_item) if self.indices is None else len(self.indices)
+
+
+@dataclass
+class EvaluationResult:
+    """Metrics averaged over all evaluated events, and what was counted how."""
+
+    model: str
+    cutoffs: tuple[int, ...]
+    candidates: str
+    n_candidates: int
+    ties: str
+    n_events: int
+    n_skipped: int
+    n_sessions: int
+    n_targets_outside_candidates: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat JSON-ready dict: ``recall@20``, ``mrr@20``, ... and the counts and settings."""
+        return {
+            **self.metrics,
+            "n_events": self.n_events,
+            "n_skipped": self.n_skipped,
+            "n_sessions": self.n_sessions,
+            "n_targets_outside_candidates": self.n_targets_outside_candidates,
+            "targets_outside_candidates": OUTSIDE_CANDIDATES_POLICY,
+            "candidates": self.candidates,
+            "n_candidates": self.n_candidates,
+            "ties": self.ties,
+            "cutoffs": list(self.cutoffs),
+            "model": self.model,
+        }
+
+
+@dataclass(frozen=True)
+class _EvaluationSteps:
+    """The test log as model inputs: one step per known input event that has a successor."""
+
+    inputs: np.ndarray  # (T,) item index fed to the model
+    targets: np.ndarray  # (T,) next item index, -1 = not evaluated (unknown target)
+    session_starts: np.ndarray  # (S',) first step of each session that has steps
+    session_ends: np.ndarray
+    n_pairs: int  # (event, next event) pairs in the log: what could be evaluated
+
+
+def _evaluation_steps(events: EventLog, vocabulary: Vocabulary) -> _EvaluationSteps:
+    item_index = vocabulary.index(events.item_ids)
+    is_last = np.zeros(events.n_events, dtype=bool)
+    is_last[events.session_offsets[1:] - 1] = True
+    next_index = np.r_[item_index[1:], -1]
+    # Unknown inputs are dropped from the history; their pair and the pair before are skipped.
+    is_step = (item_index >= 0) & ~is_last
+    targets = np.where(is_step, next_index, -1)[is_step]
+    steps_per_session = np.bincount(events.session_index()[is_step], minlength=events.n_sessions)
+    steps_per_session = steps_per_session[steps_per_session > 0]
+    ends = np.cumsum(steps_per_session)
+    return _EvaluationSteps(
+        inputs=item_index[is_step],
+        targets=targets,
+        session_starts=ends - steps_per_session,
+        session_ends=ends,
+        n_pairs=int(events.n_events - events.n_sessions),
+    )
+
+
+def evaluate(
+    model: SessionRecommender,
+    events: EventLog,
+    *,
+    cutoffs: tuple[int, ...] | list[int] = DEFAULT_CUTOFFS,
+    candidates: str = DEFAULT_CANDIDATES,
+    ties: TiePolicy = DEFAULT_TIES,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> EvaluationResult:
+    """Next-event prediction over every event of each test session but the last.
+
+    Args:
+        model: a fitted recommender.
+        events: the test log.
+        cutoffs: the K of Recall@K, MRR@K, coverage@K and popularity@K.
+        candidates: ``all`` or ``top:N`` (the N most popular training items). A target outside
+            the candidates counts as a miss at every cut-off, and is counted.
+        ties: tie policy, see ``target_ranks``.
+        batch_size: sessions scored side by side.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        Recall@K, MRR@K (reciprocal rank, 0 beyond K), coverage@K (share of candidates that
+        appear in some top-K list) and popularity@K (mean training popularity of the listed
+        items, relative to the most popular item), averaged over evaluated events. Events whose
+        input or target item the model does not know are skipped and counted in ``n_skipped``.
+    """
+    cutoffs = tuple(sorted({int(k) for k in cutoffs}))
+    if not cutoffs or cutoffs[0] < 1:
+        raise ConfigError(f"cutoffs must be positive integers; got {cutoffs!r}")
+    if ties not in TIE_SHARE_ABOVE:
+        raise ConfigError(f"ties must be one of {', '.join(TIE_SHARE_ABOVE)}; got {ties!r}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1; got {batch_size}")
+    vocabulary = model.fitted_vocabulary
+    candidate_set = CandidateSet.parse(candidates, vocabulary)
+    steps = _evaluation_steps(events, vocabulary)
+    max_k = min(cutoffs[-1], len(candidate_set))
+    relative_popularity = torch.from_numpy(vocabulary.counts / max(1, vocabulary.counts.max()))
+    if candidate_set.indices is not None:
+        relative_popularity = relative_popularity[torch.from_numpy(candidate_set.indices)]
+
+    hits = dict.fromkeys(cutoffs, 0.0)
+    reciprocal = dict.fromkeys(cutoffs, 0.0)
+    popularity = dict.fromkeys(cutoffs, 0.0)
+    listed = {k: torch.zeros(len(candidate_set), dtype=torch.bool) for k in cutoffs}
+    n_evaluated = 0
+    n_outside = 0
+
+    n_sessions = len(steps.session_starts)
+    n_lanes = min(batch_size, n_sessions)
+    lane_pointer = steps.session_starts[:n_lanes].copy()
+    lane_end = steps.session_ends[:n_lanes].copy()
+    lane_active = np.ones(n_lanes, dtype=bool)
+    next_session = n_lanes
+    state = model.new_state(n_lanes)
+    bar = tqdm(total=len(steps.inputs), desc="evaluate", unit="ev", disable=not progress)
+    while lane_active.any():
+        lanes = np.flatnonzero(lane_active)
+        pointers = lane_pointer[lanes]
+        model.advance(state, lanes, steps.inputs[pointers])
+        targets = steps.targets[pointers]
+        scored = targets >= 0
+        if scored.any():
+            scores = model.score(state, lanes[scored], candidate_set.indices)
+            if torch.isnan(scores).any():
+                raise PrnnError(f"{model.name} produced NaN scores; the model is broken")
+            columns = candidate_set.column_of_item[targets[scored]]
+            inside = columns >= 0
+            n_outside += int((~inside).sum())
+            ranks = torch.full((len(columns),), float("inf"), dtype=torch.float64)
+            if inside.any():
+                inside_t = torch.from_numpy(inside)
+                ranks[inside_t] = target_ranks(
+                    scores[inside_t], torch.from_numpy(columns[inside]), ties
+                )
+            top = torch.topk(scores, max_k, dim=1).indices
+            for k in cutoffs:
+                hits[k] += float(recall_at(ranks, k).sum())
+                reciprocal[k] += float(reciprocal_rank_at(ranks, k).sum())
+                top_k = top[:, :k]
+                listed[k][top_k.reshape(-1)] = True
+                popularity[k] += float(relative_popularity[top_k].mean(dim=1).sum())
+            n_evaluated += len(columns)
+        bar.update(len(lanes))
+        lane_pointer[lanes] += 1
+        finished = lanes[lane_pointer[lanes] >= lane_end[lanes]]
+        if len(finished):
+            model.reset(state, finished)
+            for lane in finished.tolist():
+                if next_session < n_sessions:
+                    lane_pointer[lane] = steps.session_starts[next_session]
+                    lane_end[lane] = steps.session_ends[next_session]
+                    next_session += 1
+                else:
+                    lane_active[lane] = False
+    bar.close()
+
+    denominator = max(1, n_evaluated)
+    metrics: dict[str, float] = {}
+    for k in cutoffs:
+        metrics[f"recall@{k}"] = hits[k] / denominator
+        metrics[f"mrr@{k}"] = reciprocal[k] / denominator
+    for k in cutoffs:
+        metrics[f"coverage@{k}"] = float(listed[k].sum()) / len(candidate_set)
+        metrics[f"popularity@{k}"] = popularity[k] / denominator
+    return EvaluationResult(
+        model=model.name,
+        cutoffs=cutoffs,
+        candidates=candidate_set.spec,
+        n_candidates=len(candidate_set),
+        ties=ties,
+        n_events=n_evaluated,
+        n_skipped=steps.n_pairs - n_evaluated,
+        n_sessions=n_sessions,
+        n_targets_outside_candidates=n_outside,
+        metrics=metrics,
+    )

@@ -1,0 +1,22 @@
+"""The recommenders: one explicit name -> class table, used by the CLI and by model loading."""
+
+from prnn.models.base import SessionRecommender
+from prnn.models.knn import VSKNN, ItemKNN, ItemKNNConfig, VSKNNConfig
+from prnn.models.pop import Pop, PopConfig
+
+MODELS: dict[str, type[SessionRecommender]] = {
+    Pop.name: Pop,
+    ItemKNN.name: ItemKNN,
+    VSKNN.name: VSKNN,
+}
+
+__all__ = [
+    "MODELS",
+    "SessionRecommender",
+    "Pop",
+    "PopConfig",
+    "ItemKNN",
+    "ItemKNNConfig",
+    "VSKNN",
+    "VSKNNConfig",
+]

@@ -1,4 +1,4 @@
-"""Model configurations: frozen dataclasses, validated when built, filled from files and ``key=value``.
+"""Model configurations: frozen dataclasses, validated when built, filled from files or --set.
 
 Every model has a frozen dataclass config. Values arrive as Python objects (library use), as
 ``key=value`` strings (``--set`` on the CLI) or from a TOML/JSON file (``--config``); the latter
@@ -100,7 +100,9 @@ def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
                 raise ValueError
             if isinstance(value, bool):
                 raise ValueError
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+            return (
+                int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+            )
         if annotation is float:
             if isinstance(value, bool):
                 raise ValueError
@@ -113,9 +115,7 @@ def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
     return value
 
 
-def build_config(
-    cls: type[ConfigT], values: Mapping[str, Any], source: str = "config"
-) -> ConfigT:
+def build_config(cls: type[ConfigT], values: Mapping[str, Any], source: str = "config") -> ConfigT:
     """Build ``cls`` from a mapping of field names to raw values, coercing each to its type."""
     types_by_field = _field_types(cls)
     kwargs = {}
@@ -138,7 +138,7 @@ def parse_overrides(pairs: Iterable[str], source: str = "--set") -> dict[str, st
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML (``.toml``) or JSON file of settings into a flat dict. Config is data, never code."""
+    """Read a TOML (``.toml``) or JSON settings file into a flat dict; config is data, not code."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -107,7 +107,7 @@ class EventLog:
         return np.repeat(np.arange(self.n_sessions, dtype=np.int64), self.session_lengths)
 
     def select_events(self, keep: np.ndarray) -> EventLog:
-        """A new log with the events where ``keep`` is True; order is kept, empty sessions vanish."""
+        """A new log of the events where ``keep`` is True; order is kept, empty sessions vanish."""
         keep = np.asarray(keep, dtype=bool)
         session_of_event = self.session_index()[keep]
         counts = np.bincount(session_of_event, minlength=self.n_sessions)
@@ -233,7 +233,7 @@ def _sniff_separator(path: Path) -> str:
 
 
 def _read_table(path: Path) -> tuple[pl.DataFrame, bool]:
-    """Read CSV/TSV (optionally gzipped) as strings, or Parquet as stored; returns (table, is_csv)."""
+    """Read CSV/TSV (maybe gzipped) as strings, or Parquet as stored; returns (table, is_csv)."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -463,9 +463,7 @@ def split_by_time(
     if split_by not in ("start", "end"):
         raise DataError(f"split_by must be 'start' or 'end'; got {split_by!r}")
     if min_item_support > 1:
-        items, inverse, counts = np.unique(
-            events.item_ids, return_inverse=True, return_counts=True
-        )
+        items, inverse, counts = np.unique(events.item_ids, return_inverse=True, return_counts=True)
         keep = counts[inverse] >= min_item_support
         dropped_support = int((~keep).sum())
         events = events.select_events(keep)

@@ -211,7 +211,9 @@ def evaluate(
     lane_active = np.ones(n_lanes, dtype=bool)
     next_session = n_lanes
     state = model.new_state(n_lanes)
-    bar = tqdm(total=len(steps.inputs), desc="evaluate", unit="ev", disable=not progress)
+    bar = tqdm(
+        total=len(steps.inputs), desc=f"evaluate {model.name}", unit="ev", disable=not progress
+    )
     while lane_active.any():
         lanes = np.flatnonzero(lane_active)
         pointers = lane_pointer[lanes]

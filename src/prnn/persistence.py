@@ -50,7 +50,9 @@ def vocabulary_to_tensors(vocabulary: Vocabulary) -> dict[str, torch.Tensor]:
         encoded = [str(item).encode("utf-8") for item in vocabulary.item_ids.tolist()]
         lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
         tensors["id_offsets"] = torch.from_numpy(np.r_[0, np.cumsum(lengths)].astype(np.int64))
-        tensors["id_bytes"] = torch.from_numpy(np.frombuffer(b"".join(encoded), dtype=np.uint8).copy())
+        tensors["id_bytes"] = torch.from_numpy(
+            np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
+        )
     else:
         tensors["ids"] = torch.from_numpy(vocabulary.item_ids.astype(np.int64))
     return {_VOCAB_PREFIX + key: value for key, value in tensors.items()}

@@ -18,9 +18,7 @@ from prnn.data import EventLog
 from prnn.models.base import HistoryModel, SessionHistories, select_candidates
 
 
-def session_item_matrix(
-    events: EventLog, item_index: np.ndarray, n_items: int
-) -> sp.csr_matrix:
+def session_item_matrix(events: EventLog, item_index: np.ndarray, n_items: int) -> sp.csr_matrix:
     """(S, I) binary CSR matrix: entry (s, i) is 1 when session s contains item i."""
     rows = events.session_index()
     matrix = sp.csr_matrix(
@@ -148,7 +146,7 @@ POSITION_WEIGHTS = {
     "log": lambda p, n: 1.0 / math.log10((n - p) + 1.7),
     "quadratic": lambda p, n: (p / n) ** 2,
 }
-#: Weight of a neighbour whose most recent match with the session is ``step`` clicks back (1 = last).
+#: Weight of a neighbour whose latest match with the session is ``step`` clicks back (1 = last).
 MATCH_DECAYS = {
     "same": lambda step: 1.0,
     "div": lambda step: 1.0 / step,
@@ -213,8 +211,10 @@ class VSKNN(HistoryModel[VSKNNConfig]):
         item_sessions = self.item_sessions_
         candidate_sessions = np.unique(
             np.concatenate(
-                [item_sessions.indices[item_sessions.indptr[i] : item_sessions.indptr[i + 1]]
-                 for i in distinct]
+                [
+                    item_sessions.indices[item_sessions.indptr[i] : item_sessions.indptr[i + 1]]
+                    for i in distinct
+                ]
             )
         )
         if len(candidate_sessions) == 0:

@@ -1,0 +1,436 @@
+"""The ``prnn`` command line: thin subcommands over the library.
+
+Every command parses its flags, calls the library and prints. Results go to stdout; logs and
+progress bars go to stderr, so ``prnn evaluate ... --json -`` prints nothing but JSON on stdout.
+Errors prnn raises on purpose (bad files, bad settings) become one line on stderr and exit code 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from prnn import __version__
+from prnn.config import build_config, parse_overrides, read_config_file
+from prnn.data import EventLog, atomic_write_bytes, read_events, split_by_time, write_events
+from prnn.errors import ConfigError, PrnnError
+from prnn.evaluation import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_CUTOFFS,
+    DEFAULT_TIES,
+    TIE_SHARE_ABOVE,
+    EvaluationResult,
+    evaluate,
+)
+from prnn.models import MODELS, SessionRecommender
+
+log = logging.getLogger("prnn")
+
+EXAMPLE_EVENTS = "rsc15_sample.csv.gz"
+
+
+def example_events_path() -> Path:
+    """The click log bundled with the package (a sample of YooChoose RSC15 sessions)."""
+    return Path(str(resources.files("prnn") / "example_data" / EXAMPLE_EVENTS))
+
+
+# --------------------------------------------------------------------------------------------
+# Shared flags
+# --------------------------------------------------------------------------------------------
+
+
+def _add_event_columns(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("event file columns")
+    group.add_argument(
+        "--session-col", help="session id column (default: session_id, or GRU4Rec's SessionId)"
+    )
+    group.add_argument("--item-col", help="item id column (default: item_id, or ItemId)")
+    group.add_argument(
+        "--time-col",
+        help="time column in seconds (default: timestamp, or Time); 'none' = file order is time",
+    )
+    group.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="keep only rows where COLUMN equals VALUE (repeatable), e.g. --where split=train",
+    )
+
+
+def _read_events_from_args(path: str, args: argparse.Namespace) -> EventLog:
+    where = parse_overrides(args.where, "--where")
+    events = read_events(
+        path,
+        session_col=args.session_col,
+        item_col=args.item_col,
+        time_col=args.time_col,
+        where=where,
+    )
+    log.info(
+        "read %s: %d events, %d sessions, %d items",
+        path,
+        events.n_events,
+        events.n_sessions,
+        events.n_items,
+    )
+    return events
+
+
+def _parse_cutoffs(text: str) -> tuple[int, ...]:
+    try:
+        cutoffs = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--cutoffs expects comma-separated integers like 1,5,10,20; got {text!r}"
+        ) from None
+    if not cutoffs or min(cutoffs) < 1:
+        raise ConfigError(f"--cutoffs expects positive integers; got {text!r}")
+    return cutoffs
+
+
+def _build_model(name: str, config_file: str | None, overrides: list[str]) -> SessionRecommender:
+    model_class = MODELS[name]
+    settings: dict = {}
+    if config_file:
+        settings.update(read_config_file(config_file))
+    settings.update(parse_overrides(overrides))
+    source = f"{config_file or '--set'}"
+    config = build_config(model_class.config_class, settings, source)
+    return model_class(config)
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+
+
+def command_split(args: argparse.Namespace) -> int:
+    events = _read_events_from_args(args.events, args)
+    train, test, report = split_by_time(
+        events,
+        args.test_days,
+        split_by=args.split_by,
+        min_item_support=args.min_item_support,
+        min_session_length=args.min_session_length,
+    )
+    out_dir = Path(args.out_dir)
+    write_events(train, out_dir / "train.csv")
+    write_events(test, out_dir / "test.csv")
+    summary = {key: value for key, value in vars(report).items()}
+    atomic_write_bytes(out_dir / "split.json", json.dumps(summary, indent=2).encode())
+    for line in report.lines():
+        print(line)
+    print(f"wrote {out_dir / 'train.csv'}, {out_dir / 'test.csv'} and {out_dir / 'split.json'}")
+    return 0
+
+
+def command_train(args: argparse.Namespace) -> int:
+    model = _build_model(args.model, args.config, args.set)
+    log.info("model %s: %s", model.name, model.config)
+    events = _read_events_from_args(args.train, args)
+    started = time.perf_counter()
+    model.fit(events, progress=not args.quiet)
+    seconds = time.perf_counter() - started
+    model.save(args.out)
+    print(f"trained {model.name} on {events.n_events} events in {seconds:.1f} s; saved {args.out}")
+    return 0
+
+
+def _result_table(rows: list[tuple[str, EvaluationResult]], cutoffs: Sequence[int]) -> str:
+    headers = ["model"]
+    for k in cutoffs:
+        headers += [f"Recall@{k}", f"MRR@{k}"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for label, result in rows:
+        cells = [label]
+        for k in cutoffs:
+            cells += [f"{result.metrics[f'recall@{k}']:.4f}", f"{result.metrics[f'mrr@{k}']:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _protocol_line(result: EvaluationResult) -> str:
+    return (
+        f"{result.n_events} events evaluated in {result.n_sessions} sessions, "
+        f"{result.n_skipped} skipped (unknown input or target item); "
+        f"candidates: {result.candidates} ({result.n_candidates} items), "
+        f"{result.n_targets_outside_candidates} targets outside them counted as misses; "
+        f"ties: {result.ties}"
+    )
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    model = SessionRecommender.load(args.model)
+    events = _read_events_from_args(args.test, args)
+    result = evaluate(
+        model,
+        events,
+        cutoffs=_parse_cutoffs(args.cutoffs),
+        candidates=args.candidates,
+        ties=args.ties,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    payload = json.dumps(result.to_dict(), indent=2)
+    if args.json == "-":
+        print(payload)
+        return 0
+    if args.json:
+        atomic_write_bytes(args.json, (payload + "\n").encode())
+    print(_result_table([(model.name, result)], result.cutoffs))
+    print(_protocol_line(result))
+    return 0
+
+
+def command_recommend(args: argparse.Namespace) -> int:
+    model = SessionRecommender.load(args.model)
+    items = [item.strip() for item in args.items.split(",") if item.strip()]
+    if not items:
+        raise ConfigError("--items expects at least one item id, e.g. --items 214536502,214536506")
+    unknown = [
+        item for item, index in zip(items, model.fitted_vocabulary.index(items)) if index < 0
+    ]
+    if unknown:
+        log.warning(
+            "ignored %d item(s) the model does not know: %s", len(unknown), ", ".join(unknown)
+        )
+    recommendations = model.recommend(items, k=args.k)
+    if args.json:
+        print(json.dumps([{"item_id": item, "score": score} for item, score in recommendations]))
+        return 0
+    print("rank\titem_id\tscore")
+    for rank, (item, score) in enumerate(recommendations, start=1):
+        print(f"{rank}\t{item}\t{score:.6g}")
+    return 0
+
+
+def command_experiment_baselines(args: argparse.Namespace) -> int:
+    path = args.events or str(example_events_path())
+    events = _read_events_from_args(path, args)
+    train, test, report = split_by_time(events, args.test_days)
+    for line in report.lines():
+        log.info(line)
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    for name in names:
+        if name not in MODELS:
+            raise ConfigError(f"--models: unknown model {name!r}; choose from {', '.join(MODELS)}")
+    cutoffs = _parse_cutoffs(args.cutoffs)
+    rows: list[tuple[str, EvaluationResult]] = []
+    timings: dict[str, float] = {}
+    for name in names:
+        started = time.perf_counter()
+        model = MODELS[name]().fit(train)
+        timings[name] = time.perf_counter() - started
+        result = evaluate(model, test, cutoffs=cutoffs, progress=not args.quiet)
+        rows.append((name, result))
+    table = _result_table(rows, cutoffs)
+    print(f"Baselines on {path}: last {args.test_days:g} day(s) as test")
+    print(table)
+    print(_protocol_line(rows[0][1]))
+    if args.out_dir:
+        out_dir = Path(args.out_dir)
+        results = {
+            name: {**result.to_dict(), "fit_seconds": round(timings[name], 3)}
+            for name, result in rows
+        }
+        atomic_write_bytes(out_dir / "results.json", json.dumps(results, indent=2).encode())
+        atomic_write_bytes(out_dir / "results.md", (table + "\n").encode())
+        print(f"wrote {out_dir / 'results.md'} and {out_dir / 'results.json'}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Parser
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prnn",
+        description="Session-based recommendation with item features: split click logs, "
+        "train and evaluate recommenders, recommend for a session.",
+    )
+    parser.add_argument("--version", action="version", version=f"prnn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars or info logs on stderr"
+    )
+    # The same two flags after the subcommand name; SUPPRESS keeps the top-level value otherwise.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    )
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress bars or info logs on stderr",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    split = commands.add_parser(
+        "split",
+        parents=[common],
+        help="time-based train/test split of a click log",
+        description="Sessions whose last (or first) event lies in the last N days go to test. "
+        "Test events on items unseen in train are dropped, then test sessions shorter than the "
+        "minimum length. Writes train.csv, test.csv and split.json to --out-dir.",
+    )
+    split.add_argument("events", help="click log (CSV, TSV, .gz or Parquet)")
+    split.add_argument("--test-days", type=float, required=True, help="length of the test period")
+    split.add_argument(
+        "--out-dir", required=True, help="folder for train.csv, test.csv, split.json"
+    )
+    split.add_argument(
+        "--split-by",
+        choices=("end", "start"),
+        default="end",
+        help="which session time decides the side (default: end, as GRU4Rec's preprocessing)",
+    )
+    split.add_argument(
+        "--min-item-support",
+        type=int,
+        default=1,
+        help="drop items with fewer events, before splitting (default: 1 = keep all)",
+    )
+    split.add_argument(
+        "--min-session-length",
+        type=int,
+        default=2,
+        help="drop shorter sessions, before splitting and from test after it (default: 2)",
+    )
+    _add_event_columns(split)
+    split.set_defaults(handler=command_split)
+
+    train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="train a model on a click log and save it",
+        description="Train a recommender and save it as one file (safetensors + JSON metadata).",
+    )
+    train.add_argument("train", help="training click log")
+    train.add_argument("--model", required=True, choices=sorted(MODELS), help="which model")
+    train.add_argument("--out", required=True, help="model file to write")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a model setting (repeatable), e.g. --set n_neighbors=200; overrides --config",
+    )
+    train.add_argument("--config", help="TOML or JSON file of model settings")
+    _add_event_columns(train)
+    train.set_defaults(handler=command_train)
+
+    evaluate_parser = commands.add_parser(
+        "evaluate",
+        parents=[common],
+        help="next-event evaluation of a saved model on a test log",
+        description="For every event of each test session but the last, rank the candidates for "
+        "the next event. Prints Recall@K and MRR@K; --json - prints only JSON on stdout.",
+    )
+    evaluate_parser.add_argument("model", help="saved model file")
+    evaluate_parser.add_argument("test", help="test click log")
+    evaluate_parser.add_argument(
+        "--cutoffs",
+        default=",".join(map(str, DEFAULT_CUTOFFS)),
+        help="comma-separated K values (default: %(default)s)",
+    )
+    evaluate_parser.add_argument(
+        "--candidates",
+        default=DEFAULT_CANDIDATES,
+        help="'all' items or 'top:N' most popular training items (default: %(default)s)",
+    )
+    evaluate_parser.add_argument(
+        "--ties",
+        default=DEFAULT_TIES,
+        choices=tuple(TIE_SHARE_ABOVE),
+        help="rank of the target among equal scores (default: %(default)s = below all of them)",
+    )
+    evaluate_parser.add_argument(
+        "--json", metavar="OUT", help="write the metrics as JSON to OUT, or to stdout with '-'"
+    )
+    evaluate_parser.add_argument(
+        "--batch-size", type=int, default=256, help="sessions scored side by side (default: 256)"
+    )
+    _add_event_columns(evaluate_parser)
+    evaluate_parser.set_defaults(handler=command_evaluate)
+
+    recommend = commands.add_parser(
+        "recommend",
+        parents=[common],
+        help="top-k items for a session so far",
+        description="Item-to-session recommendation: the model reads the given clicks in order "
+        "and lists the k items it scores highest for the next click.",
+    )
+    recommend.add_argument("model", help="saved model file")
+    recommend.add_argument(
+        "--items", required=True, help="the session's item ids in click order, comma-separated"
+    )
+    recommend.add_argument("--k", type=int, default=20, help="list length (default: 20)")
+    recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    recommend.set_defaults(handler=command_recommend)
+
+    experiment = commands.add_parser(
+        "experiment", parents=[common], help="run a comparison of models and print a results table"
+    )
+    experiments = experiment.add_subparsers(dest="experiment", required=True, metavar="NAME")
+    baselines = experiments.add_parser(
+        "baselines",
+        parents=[common],
+        help="POP, item-kNN and V-SKNN on one log (default: the bundled RSC15 sample)",
+        description="Split a click log by time, train the baselines on the training part and "
+        "evaluate them on the test part with the shared protocol (all items, conservative ties).",
+    )
+    baselines.add_argument(
+        "--events", help="click log to use (default: the sample bundled with prnn)"
+    )
+    baselines.add_argument(
+        "--test-days", type=float, default=1.0, help="test period in days (default: 1)"
+    )
+    baselines.add_argument(
+        "--models",
+        default="pop,item-knn,v-sknn",
+        help="comma-separated models to compare (default: %(default)s)",
+    )
+    baselines.add_argument(
+        "--cutoffs", default="5,10,20", help="comma-separated K values (default: %(default)s)"
+    )
+    baselines.add_argument("--out-dir", help="also write results.md and results.json here")
+    _add_event_columns(baselines)
+    baselines.set_defaults(handler=command_experiment_baselines)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(levelname)s %(message)s" if args.debug else "%(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    try:
+        return args.handler(args)
+    except PrnnError as error:
+        if args.debug:
+            raise
+        print(f"prnn: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("prnn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

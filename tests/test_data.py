@@ -17,8 +17,7 @@ from .conftest import write_text
 def test_reads_csv_and_sorts_by_session_then_time_stably(tmp_path):
     path = write_text(
         tmp_path / "clicks.csv",
-        "session_id,item_id,timestamp\n"
-        "2,b,5\n1,x,9\n1,y,3\n2,a,5\n2,c,1\n",
+        "session_id,item_id,timestamp\n2,b,5\n1,x,9\n1,y,3\n2,a,5\n2,c,1\n",
     )
     events = read_events(path)
     assert events.session_ids.tolist() == [1, 1, 2, 2, 2]
@@ -78,7 +77,10 @@ def test_ids_with_leading_zeros_stay_strings(tmp_path):
             "session_id,item_id,timestamp\n1,a,1\n1,b,n/a\n",
             r"line 3, column 'timestamp': expected a number \(seconds since the epoch\), got 'n/a'",
         ),
-        ("session_id,item_id,timestamp\n1,a,1\n1,b,\n", r"line 3, column 'timestamp': missing value"),
+        (
+            "session_id,item_id,timestamp\n1,a,1\n1,b,\n",
+            r"line 3, column 'timestamp': missing value",
+        ),
         ("session_id,item_id,timestamp\n1,a,1\n,b,2\n", r"line 3, column 'session_id': missing"),
         ("session_id,item_id,timestamp\n1,a,1\n1,,2\n1,,3\n", r"line 3, column 'item_id': missing"),
         ("session_id,item_id,timestamp\n1,a,1\n1,b,2,9\n", r"cannot be read as CSV/TSV"),

@@ -93,8 +93,11 @@ def test_evaluate_by_hand_under_each_tie_policy():
     model = LookupModel(VOCABULARY, TABLE)
     log = make_log({1: ["a", "b", "c", "d"]})
     # pairs: a->b rank 1; b->c rank 4; c->d tied with all four: rank 4 / 1 / 2.5
-    expected_mrr5 = {"conservative": (1 + 1 / 4 + 1 / 4) / 3, "optimistic": (1 + 1 / 4 + 1) / 3,
-                     "median": (1 + 1 / 4 + 1 / 2.5) / 3}
+    expected_mrr5 = {
+        "conservative": (1 + 1 / 4 + 1 / 4) / 3,
+        "optimistic": (1 + 1 / 4 + 1) / 3,
+        "median": (1 + 1 / 4 + 1 / 2.5) / 3,
+    }
     for ties, mrr in expected_mrr5.items():
         result = evaluate(model, log, cutoffs=(1, 5), ties=ties)
         assert result.n_events == 3

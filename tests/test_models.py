@@ -38,9 +38,7 @@ class TestContract:
         scores = model.score(state, np.array([0, 1]))
         assert scores.shape == (2, len(model.vocabulary)) and scores.dtype == torch.float32
         candidates = np.array([4, 0, 2])
-        assert torch.equal(
-            model.score(state, np.array([0, 1]), candidates), scores[:, candidates]
-        )
+        assert torch.equal(model.score(state, np.array([0, 1]), candidates), scores[:, candidates])
 
     def test_batch_equals_one_by_one(self, name, train_log):
         model = MODELS[name]().fit(train_log)
@@ -130,7 +128,9 @@ def _vsknn_log():
 
 def _vsknn_scores(model, history):
     state = _advance_histories(model, [model.vocabulary.index(history).tolist()])
-    return dict(zip(model.vocabulary.item_ids.tolist(), model.score(state, np.array([0]))[0].tolist()))
+    return dict(
+        zip(model.vocabulary.item_ids.tolist(), model.score(state, np.array([0]))[0].tolist())
+    )
 
 
 def test_vsknn_scores_by_hand():
@@ -146,7 +146,9 @@ def test_vsknn_scores_by_hand():
 def test_vsknn_neighbour_count_and_recent_sample(settings):
     model = VSKNN(**settings).fit(_vsknn_log())
     # k=2 keeps the two best neighbours (T2, T3); sample_size=2 keeps the two most recent
-    assert _vsknn_scores(model, ["a", "c"]) == pytest.approx({"a": 0.0, "b": 0.5, "c": 1.0, "d": 0.5})
+    assert _vsknn_scores(model, ["a", "c"]) == pytest.approx(
+        {"a": 0.0, "b": 0.5, "c": 1.0, "d": 0.5}
+    )
 
 
 def test_loading_a_model_as_the_wrong_class(train_log, tmp_path):

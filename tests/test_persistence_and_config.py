@@ -60,7 +60,9 @@ def test_build_config_coerces_strings_by_field_type():
 
 
 def test_unknown_key_names_the_closest_valid_one():
-    with pytest.raises(ConfigError, match=r"unknown key 'n_neighbours'.*did you mean 'n_neighbors'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'n_neighbours'.*did you mean 'n_neighbors'"
+    ):
         build_config(ItemKNNConfig, {"n_neighbours": "5"}, "--set")
 
 
@@ -93,3 +95,15 @@ def test_overrides_and_config_files(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ConfigError, match="bad.json: not valid json"):
         read_config_file(tmp_path / "bad.json")
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
+    from prnn.atomic import atomic_path
+
+    target = tmp_path / "model.prnn"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(target) as temp:
+        temp.write_bytes(b"half")
+        raise RuntimeError("crash mid-write")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.prnn"]

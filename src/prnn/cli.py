@@ -18,8 +18,9 @@ from importlib import resources
 from pathlib import Path
 
 from prnn import __version__
+from prnn.atomic import atomic_write_bytes
 from prnn.config import build_config, parse_overrides, read_config_file
-from prnn.data import EventLog, atomic_write_bytes, read_events, split_by_time, write_events
+from prnn.data import EventLog, read_events, split_by_time, write_events
 from prnn.errors import ConfigError, PrnnError
 from prnn.evaluation import (
     DEFAULT_CANDIDATES,

@@ -7,11 +7,8 @@ Nothing is pickled, so loading runs no code from the file.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +17,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from prnn.atomic import atomic_path
 from prnn.data import Vocabulary
 from prnn.errors import ModelFormatError
 
 FORMAT_NAME = "prnn-model"
 FORMAT_VERSION = 1
 _VOCAB_PREFIX = "vocabulary."
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        yield Path(temp_name)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def vocabulary_to_tensors(vocabulary: Vocabulary) -> dict[str, torch.Tensor]:

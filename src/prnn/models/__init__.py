@@ -1,6 +1,7 @@
 """The recommenders: one explicit name -> class table, used by the CLI and by model loading."""
 
 from prnn.models.base import SessionRecommender
+from prnn.models.gru4rec import GRU4Rec, GRU4RecConfig
 from prnn.models.knn import VSKNN, ItemKNN, ItemKNNConfig, VSKNNConfig
 from prnn.models.pop import Pop, PopConfig
 
@@ -8,6 +9,7 @@ MODELS: dict[str, type[SessionRecommender]] = {
     Pop.name: Pop,
     ItemKNN.name: ItemKNN,
     VSKNN.name: VSKNN,
+    GRU4Rec.name: GRU4Rec,
 }
 
 __all__ = [
@@ -19,4 +21,6 @@ __all__ = [
     "ItemKNNConfig",
     "VSKNN",
     "VSKNNConfig",
+    "GRU4Rec",
+    "GRU4RecConfig",
 ]

@@ -53,13 +53,20 @@ class SessionRecommender(ABC, Generic[ConfigT, StateT]):
 
     # ---- training ---------------------------------------------------------------------------
 
-    def fit(self, events: EventLog, *, progress: bool = False) -> Self:
-        """Learn from training events; returns self."""
+    #: True for models trained by epochs (they accept ``valid``, ``patience`` and ``device``).
+    trains_by_epochs: ClassVar[bool] = False
+
+    def fit(self, events: EventLog, *, progress: bool = False, **options: Any) -> Self:
+        """Learn from training events; returns self.
+
+        Models trained by epochs also take ``valid`` (an EventLog evaluated after each epoch),
+        ``patience`` (early stopping) and ``device``.
+        """
         if events.n_events == 0:
             raise ValueError(f"{events.source}: cannot fit {self.name} on an empty event log")
         self.vocabulary = Vocabulary.from_events(events)
         item_index = self.vocabulary.index(events.item_ids)
-        self._fit(events, item_index, progress=progress)
+        self._fit(events, item_index, progress=progress, **options)
         return self
 
     @abstractmethod

@@ -1,0 +1,80 @@
+"""Ranking losses of GRU4Rec over sampled score matrices.
+
+Every loss takes ``scores`` of shape (B, B + S): row b holds the scores of lane b for the
+mini-batch targets (column b is its own target, the other B - 1 targets are its negatives) and
+for S extra shared negative samples. Each returns the **sum** over the B rows; the trainer
+divides by the configured batch size, as the reference does.
+
+Sources: TOP1 and BPR from Hidasi et al. (ICLR 2016); BPR-max, TOP1-max and cross-entropy with
+sampling from Hidasi & Karatzoglou (CIKM 2018); details (ELU on BPR-max scores, the score
+regularisation ``bpreg``, logQ correction) from hidasib/GRU4Rec_PyTorch_Official.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LOSSES = ("cross-entropy", "bpr-max", "top1-max", "bpr", "top1")
+_EPSILON = 1e-24  # the reference's guard inside log() of the BPR-max sum
+
+
+def _target_scores(scores: torch.Tensor) -> torch.Tensor:
+    """(B, 1): each row's score of its own target (the diagonal of the first B columns)."""
+    return torch.diagonal(scores)[:, None]
+
+
+def _softmax_over_negatives(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax of each row over its negatives only: the target's own column gets weight 0."""
+    batch = scores.shape[0]
+    is_target = torch.zeros_like(scores, dtype=torch.bool)
+    is_target[:, :batch].fill_diagonal_(True)
+    return torch.softmax(scores.masked_fill(is_target, float("-inf")), dim=1)
+
+
+def cross_entropy(scores: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax cross-entropy of each row's target against the sampled columns.
+
+    Args:
+        scores: (B, B + S) raw scores.
+        log_q: optional (B + S,) ``logq * log(sampling probability)`` of each column; it is
+            subtracted from the scores (logQ correction), so frequently sampled items are not
+            over-penalised as negatives.
+    """
+    if log_q is not None:
+        scores = scores - log_q[None, :]
+    return -torch.diagonal(F.log_softmax(scores, dim=1)).sum()
+
+
+def bpr_max(scores: torch.Tensor, bpreg: float = 1.0, elu_param: float = 0.5) -> torch.Tensor:
+    """BPR-max: -log sum_j softmax_j * sigmoid(r_target - r_j) + bpreg * sum_j softmax_j r_j^2.
+
+    The softmax runs over the negatives; ``elu_param > 0`` first passes scores through an ELU
+    with that alpha (the reference's final activation for BPR-max; 0 = linear).
+    """
+    if elu_param > 0:
+        scores = F.elu(scores, alpha=elu_param)
+    weights = _softmax_over_negatives(scores)
+    target = _target_scores(scores)
+    ranking = -torch.log((torch.sigmoid(target - scores) * weights).sum(dim=1) + _EPSILON)
+    regularisation = bpreg * (weights * scores.square()).sum(dim=1)
+    return (ranking + regularisation).sum()
+
+
+def top1_max(scores: torch.Tensor) -> torch.Tensor:
+    """TOP1-max: sum_j softmax_j * (sigmoid(r_j - r_target) + sigmoid(r_j^2)) over negatives."""
+    weights = _softmax_over_negatives(scores)
+    target = _target_scores(scores)
+    per_column = torch.sigmoid(scores - target) + torch.sigmoid(scores.square())
+    return (weights * per_column).sum()
+
+
+def bpr(scores: torch.Tensor) -> torch.Tensor:
+    """BPR (2016): mean over columns of -log sigmoid(r_target - r_j), summed over rows."""
+    return -F.logsigmoid(_target_scores(scores) - scores).mean(dim=1).sum()
+
+
+def top1(scores: torch.Tensor) -> torch.Tensor:
+    """TOP1 (2016): mean over columns of sigmoid(r_j - r_target) + sigmoid(r_j^2)."""
+    target = _target_scores(scores)
+    return (torch.sigmoid(scores - target) + torch.sigmoid(scores.square())).mean(dim=1).sum()

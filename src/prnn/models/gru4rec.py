@@ -1,0 +1,390 @@
+"""GRU4Rec: a GRU over the item IDs of a session, trained session-parallel with sampled losses.
+
+Follows hidasib/GRU4Rec_PyTorch_Official (the reference) in behaviour and hyper-parameter
+names: three embedding modes, Glorot-uniform initialisation, dropout on the input embedding and
+on each hidden layer's output (the dropped-out output is also the state carried to the next
+step, as in the reference), Adagrad with momentum that touches only the item rows of the
+mini-batch, popularity^alpha negative samples shared by the batch, logQ correction for
+cross-entropy. Deviations are listed in docs/gru4rec.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from prnn.config import check_choice, check_number
+from prnn.data import EventLog
+from prnn.errors import ConfigError
+from prnn.losses import LOSSES
+from prnn.models.base import SessionRecommender
+
+
+@dataclass(frozen=True)
+class GRU4RecConfig:
+    """GRU4Rec's hyper-parameters, with the reference's names and defaults."""
+
+    loss: str = "cross-entropy"
+    """One of cross-entropy, bpr-max, top1-max, bpr, top1."""
+    layers: tuple[int, ...] = (100,)
+    """Hidden units of each GRU layer (``100`` or ``100,100``; GRU4Rec's ``100/100`` works too)."""
+    batch_size: int = 64
+    """Session-parallel lanes per mini-batch."""
+    dropout_p_embed: float = 0.0
+    """Drop probability on the input embedding."""
+    dropout_p_hidden: float = 0.0
+    """Drop probability on each GRU layer's output."""
+    learning_rate: float = 0.05
+    momentum: float = 0.0
+    """Momentum of Adagrad; 0 = plain Adagrad."""
+    sample_alpha: float = 0.5
+    """Negatives are drawn with probability proportional to popularity ** sample_alpha."""
+    n_sample: int = 2048
+    """Extra negatives shared by the mini-batch; 0 = the other lanes' targets only."""
+    logq: float = 0.0
+    """Weight of the logQ correction of the cross-entropy loss (1.0 = full correction)."""
+    bpreg: float = 1.0
+    """Score regularisation of BPR-max."""
+    elu_param: float = 0.5
+    """Alpha of the ELU applied to scores under BPR-max; 0 = linear."""
+    constrained_embedding: bool = True
+    """Input embedding = output weight rows (shared, 'constrained')."""
+    embedding: int = 0
+    """Size of a separate input embedding; 0 with constrained_embedding=False = one-hot input."""
+    n_epochs: int = 10
+    seed: int = 42
+    """Seeds initialisation, negative sampling and dropout: equal seeds, equal models."""
+    sample_store_size: int = 10_000_000
+    """Negative samples generated at once (the reference's sample store)."""
+
+    def __post_init__(self) -> None:
+        check_choice(self, "loss", LOSSES)
+        if not self.layers or min(self.layers) < 1:
+            raise ConfigError(
+                f"'layers' of GRU4RecConfig must be positive sizes like 100 or 100,100; "
+                f"got {self.layers!r}"
+            )
+        check_number(self, "batch_size", minimum=1)
+        check_number(self, "dropout_p_embed", minimum=0.0, maximum=0.99)
+        check_number(self, "dropout_p_hidden", minimum=0.0, maximum=0.99)
+        check_number(self, "learning_rate", minimum=0.0, exclusive_minimum=True)
+        check_number(self, "momentum", minimum=0.0, maximum=0.999)
+        check_number(self, "sample_alpha", minimum=0.0)
+        check_number(self, "n_sample", minimum=0)
+        check_number(self, "logq", minimum=0.0)
+        check_number(self, "bpreg", minimum=0.0)
+        check_number(self, "elu_param", minimum=0.0)
+        check_number(self, "embedding", minimum=0)
+        check_number(self, "n_epochs", minimum=1)
+        check_number(self, "sample_store_size", minimum=1)
+        if self.constrained_embedding and self.embedding > 0:
+            raise ConfigError(
+                "'embedding' of GRU4RecConfig is unused with constrained_embedding=True "
+                "(the input embedding is the output weight matrix); set embedding=0 or "
+                "constrained_embedding=False"
+            )
+        if self.n_sample == 0 and self.batch_size < 2:
+            raise ConfigError(
+                "n_sample=0 uses the other lanes' targets as negatives and needs batch_size >= 2"
+            )
+
+    @property
+    def embedding_mode(self) -> str:
+        if self.constrained_embedding:
+            return "constrained"
+        return "separate" if self.embedding > 0 else "one-hot"
+
+
+def glorot_uniform_(tensor: torch.Tensor, fan_in: int, fan_out: int, generator) -> torch.Tensor:
+    """Uniform in +-sqrt(6 / (fan_in + fan_out)), GRU4Rec's initialisation of every matrix."""
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    with torch.no_grad():
+        return tensor.uniform_(-bound, bound, generator=generator)
+
+
+class GRULayer(nn.Module):
+    """One GRU layer; the reset gate multiplies the recurrent product (as in the reference).
+
+    r = sigmoid(W_r x + U_r h), z = sigmoid(W_z x + U_z h), h' = tanh(W x + r * (U h)),
+    h_new = (1 - z) * h + z * h'. Gate blocks are stacked as [r | z | candidate].
+    """
+
+    def __init__(self, input_size: int | None, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        # input_size None: the input projection comes precomputed from an item table (one-hot)
+        self.weight_ih = (
+            nn.Parameter(torch.empty(input_size, 3 * hidden_size)) if input_size else None
+        )
+        self.weight_hh = nn.Parameter(torch.empty(hidden_size, 3 * hidden_size))
+        self.bias_ih = nn.Parameter(torch.zeros(3 * hidden_size))
+        self.bias_hh = nn.Parameter(torch.zeros(3 * hidden_size))
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        h = self.hidden_size
+        if self.weight_ih is not None:
+            glorot_uniform_(self.weight_ih, self.weight_ih.shape[0], h, generator)
+        glorot_uniform_(self.weight_hh, h, h, generator)
+        with torch.no_grad():
+            self.bias_ih.zero_()
+            self.bias_hh.zero_()
+
+    def project_input(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in) -> (B, 3H): the input's contribution to the three gate blocks."""
+        return torch.addmm(self.bias_ih, x, self.weight_ih)
+
+    def forward(self, projected_input: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """One step. projected_input: (B, 3H) from ``project_input``; h: (B, H)."""
+        recurrent = torch.addmm(self.bias_hh, h, self.weight_hh)  # (B, 3H)
+        x_r, x_z, x_c = projected_input.chunk(3, dim=1)
+        h_r, h_z, h_c = recurrent.chunk(3, dim=1)
+        r = torch.sigmoid(x_r + h_r)
+        z = torch.sigmoid(x_z + h_z)
+        h_candidate = torch.tanh(x_c + r * h_c)
+        return h + z * (h_candidate - h)  # = (1 - z) * h + z * h_candidate
+
+
+@dataclass
+class GatheredRows:
+    """Rows of an item table used by one mini-batch, as a leaf tensor that collects their grad."""
+
+    table: torch.Tensor
+    rows: torch.Tensor
+    leaf: torch.Tensor
+
+
+def _gather(table: torch.Tensor, items: torch.Tensor) -> tuple[GatheredRows, torch.Tensor]:
+    rows, inverse = torch.unique(items, return_inverse=True)
+    leaf = table.index_select(0, rows).requires_grad_()
+    return GatheredRows(table, rows, leaf), inverse
+
+
+def dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Inverted dropout with an explicit generator (library code never touches global RNG)."""
+    if p <= 0 or generator is None:
+        return x
+    keep = torch.empty_like(x).bernoulli_(1.0 - p, generator=generator)
+    return x * keep / (1.0 - p)
+
+
+class GRU4RecNetwork(nn.Module):
+    """Item tables + GRU layers of GRU4Rec.
+
+    Item tables are buffers trained row-wise by the optimiser (only the rows a mini-batch
+    touched): ``output_weight`` (I, H_last), ``output_bias`` (I, 1) and, depending on the
+    embedding mode, ``input_table``: a separate embedding (I, embedding), or the first GRU
+    layer's one-hot input projection (I, 3 * H_0).
+    """
+
+    def __init__(self, n_items: int, config: GRU4RecConfig) -> None:
+        super().__init__()
+        self.n_items = n_items
+        self.mode = config.embedding_mode
+        self.layer_sizes = tuple(config.layers)
+        self.dropout_p_embed = config.dropout_p_embed
+        self.dropout_p_hidden = config.dropout_p_hidden
+        last = self.layer_sizes[-1]
+        self.register_buffer("output_weight", torch.empty(n_items, last))
+        self.register_buffer("output_bias", torch.zeros(n_items, 1))
+        if self.mode == "separate":
+            self.register_buffer("input_table", torch.empty(n_items, config.embedding))
+            first_input: int | None = config.embedding
+        elif self.mode == "one-hot":
+            self.register_buffer("input_table", torch.empty(n_items, 3 * self.layer_sizes[0]))
+            first_input = None
+        else:
+            self.input_table = None
+            first_input = last
+        sizes_in = [first_input, *self.layer_sizes[:-1]]
+        self.layers = nn.ModuleList(
+            GRULayer(size_in, size) for size_in, size in zip(sizes_in, self.layer_sizes)
+        )
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        glorot_uniform_(self.output_weight, self.n_items, self.layer_sizes[-1], generator)
+        self.output_bias.zero_()
+        if self.mode == "separate":
+            glorot_uniform_(self.input_table, self.n_items, self.input_table.shape[1], generator)
+        elif self.mode == "one-hot":
+            glorot_uniform_(self.input_table, self.n_items, self.layer_sizes[0], generator)
+        for layer in self.layers:
+            layer.reset_parameters(generator)
+
+    def item_tables(self) -> list[torch.Tensor]:
+        tables = [self.output_weight, self.output_bias]
+        return tables if self.input_table is None else [*tables, self.input_table]
+
+    def initial_hidden(self, n_lanes: int) -> list[torch.Tensor]:
+        device = self.output_weight.device
+        return [torch.zeros(n_lanes, size, device=device) for size in self.layer_sizes]
+
+    def _run_layers(
+        self, embedded: torch.Tensor, hidden: list[torch.Tensor], generator
+    ) -> list[torch.Tensor]:
+        """Feed the embedded input (or one-hot projection) through the layers; new states."""
+        new_hidden = []
+        x = embedded
+        for index, layer in enumerate(self.layers):
+            projected = x if layer.weight_ih is None else layer.project_input(x)
+            x = layer(projected, hidden[index])
+            # one-hot mode: layer 0 plays the embedding, so it gets the embedding's dropout
+            p = self.dropout_p_embed if layer.weight_ih is None else self.dropout_p_hidden
+            x = dropout(x, p, generator)
+            new_hidden.append(x)
+        return new_hidden
+
+    def sampled_scores(
+        self,
+        inputs: torch.Tensor,
+        outputs: torch.Tensor,
+        hidden: list[torch.Tensor],
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[GatheredRows]]:
+        """Training step: scores (B, len(outputs)) of the output items after the inputs.
+
+        Returns the scores, the new hidden states and the gathered item rows whose gradients
+        the optimiser applies. ``generator`` drives dropout; None = no dropout.
+        """
+        batch = len(inputs)
+        if self.mode == "constrained":
+            weight_rows, inverse = _gather(self.output_weight, torch.cat([inputs, outputs]))
+            embedded = weight_rows.leaf[inverse[:batch]]
+            out_weight = weight_rows.leaf[inverse[batch:]]
+            gathered = [weight_rows]
+        else:
+            input_rows, input_inverse = _gather(self.input_table, inputs)
+            embedded = input_rows.leaf[input_inverse]
+            weight_rows, output_inverse = _gather(self.output_weight, outputs)
+            out_weight = weight_rows.leaf[output_inverse]
+            gathered = [input_rows, weight_rows]
+        bias_rows, bias_inverse = _gather(self.output_bias, outputs)
+        gathered.append(bias_rows)
+        if self.mode != "one-hot":
+            embedded = dropout(embedded, self.dropout_p_embed, generator)
+        new_hidden = self._run_layers(embedded, hidden, generator)
+        scores = torch.addmm(bias_rows.leaf[bias_inverse].T, new_hidden[-1], out_weight.T)
+        return scores, new_hidden, gathered
+
+    @torch.no_grad()
+    def embed(self, items: torch.Tensor) -> torch.Tensor:
+        table = self.output_weight if self.mode == "constrained" else self.input_table
+        return table.index_select(0, items)
+
+    @torch.no_grad()
+    def step(self, items: torch.Tensor, hidden: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Inference step (no dropout): new hidden states after one event per row."""
+        return self._run_layers(self.embed(items), hidden, None)
+
+    @torch.no_grad()
+    def scores(self, last_hidden: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
+        """(B, C) scores of all items or of the candidate items."""
+        weight, bias = self.output_weight, self.output_bias
+        if candidates is not None:
+            weight, bias = weight.index_select(0, candidates), bias.index_select(0, candidates)
+        return torch.addmm(bias.T, last_hidden, weight.T)
+
+
+class GRUState:
+    """Hidden states of ``n`` lanes, one (n, H_l) tensor per layer."""
+
+    def __init__(self, hidden: list[torch.Tensor]) -> None:
+        self.hidden = hidden
+
+
+class GRU4Rec(SessionRecommender[GRU4RecConfig, GRUState]):
+    """GRU4Rec (Hidasi et al. 2016, 2018), faithful to the official PyTorch implementation."""
+
+    name = "gru4rec"
+    config_class = GRU4RecConfig
+    trains_by_epochs = True
+
+    def __init__(self, config: GRU4RecConfig | None = None, **settings) -> None:
+        super().__init__(config, **settings)
+        self.network: GRU4RecNetwork | None = None
+        self.device = torch.device("cpu")
+        self.history_ = []  # per-epoch training reports
+
+    def _fit(
+        self,
+        events: EventLog,
+        item_index: np.ndarray,
+        *,
+        progress: bool,
+        valid: EventLog | None = None,
+        patience: int = 0,
+        valid_metric: str = "recall@20",
+        device: str | torch.device = "cpu",
+    ) -> None:
+        from prnn.training import train_session_parallel
+
+        self.device = torch.device(device)
+        generator = torch.Generator().manual_seed(self.config.seed)
+        network = GRU4RecNetwork(self.n_items, self.config)
+        network.reset_parameters(generator)
+        self.network = network.to(self.device)
+        self.history_ = train_session_parallel(
+            self,
+            events,
+            item_index,
+            generator=generator,
+            progress=progress,
+            valid=valid,
+            patience=patience,
+            valid_metric=valid_metric,
+        )
+
+    def to(self, device: str | torch.device) -> GRU4Rec:
+        """Move the model (for scoring) to a device; returns self."""
+        self.device = torch.device(device)
+        if self.network is not None:
+            self.network.to(self.device)
+        return self
+
+    # ---- sessions in progress ----------------------------------------------------------------
+
+    def _fitted_network(self) -> GRU4RecNetwork:
+        self.fitted_vocabulary  # noqa: B018 - raises NotFittedError
+        assert self.network is not None
+        return self.network
+
+    def new_state(self, n_lanes: int) -> GRUState:
+        return GRUState(self._fitted_network().initial_hidden(n_lanes))
+
+    def advance(self, state: GRUState, lanes: np.ndarray, items: np.ndarray) -> None:
+        network = self._fitted_network()
+        lanes_t = torch.as_tensor(np.asarray(lanes, dtype=np.int64), device=self.device)
+        items_t = torch.as_tensor(np.asarray(items, dtype=np.int64), device=self.device)
+        hidden = [h.index_select(0, lanes_t) for h in state.hidden]
+        for layer_state, new in zip(state.hidden, network.step(items_t, hidden)):
+            layer_state.index_copy_(0, lanes_t, new)
+
+    def reset(self, state: GRUState, lanes: np.ndarray) -> None:
+        lanes_t = torch.as_tensor(np.asarray(lanes, dtype=np.int64), device=self.device)
+        for layer_state in state.hidden:
+            layer_state.index_fill_(0, lanes_t, 0.0)
+
+    def score(
+        self, state: GRUState, lanes: np.ndarray, candidates: np.ndarray | None = None
+    ) -> torch.Tensor:
+        network = self._fitted_network()
+        lanes_t = torch.as_tensor(np.asarray(lanes, dtype=np.int64), device=self.device)
+        candidates_t = (
+            None
+            if candidates is None
+            else torch.as_tensor(np.asarray(candidates, dtype=np.int64), device=self.device)
+        )
+        return network.scores(state.hidden[-1].index_select(0, lanes_t), candidates_t)
+
+    # ---- persistence -------------------------------------------------------------------------
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self._fitted_network().state_dict().items()}
+
+    def _restore(self, tensors: dict[str, torch.Tensor]) -> None:
+        network = GRU4RecNetwork(len(self.fitted_vocabulary), self.config)
+        network.load_state_dict(tensors)
+        self.network = network.to(self.device)

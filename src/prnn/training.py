@@ -1,0 +1,221 @@
+"""The session-parallel training loop shared by the recurrent models.
+
+One epoch walks a precomputed ``SessionParallelSchedule``: each step feeds one event per lane,
+scores the lanes' targets plus the shared negative samples, applies the configured loss, and
+updates dense weights with Adagrad-momentum and item tables on the touched rows only. Hidden
+states are carried across steps (detached: one-step truncated back-propagation, as in the
+reference) and zeroed for lanes that start a new session.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from prnn import losses
+from prnn.batching import NegativeSampler, SessionParallelSchedule, session_parallel_schedule
+from prnn.data import EventLog
+from prnn.errors import ConfigError, TrainingError
+from prnn.optim import AdagradMomentum
+
+if TYPE_CHECKING:
+    from prnn.models.gru4rec import GRU4Rec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    loss: float
+    seconds: float
+    n_events: int
+    events_per_second: float
+    valid: dict[str, float] = field(default_factory=dict)
+
+    def line(self, n_epochs: int) -> str:
+        text = (
+            f"epoch {self.epoch}/{n_epochs}: loss {self.loss:.6f}, {self.seconds:.2f} s, "
+            f"{self.events_per_second:,.0f} events/s"
+        )
+        if self.valid:
+            text += ", valid " + ", ".join(f"{k} {v:.4f}" for k, v in self.valid.items())
+        return text
+
+
+def session_start_order(events: EventLog) -> np.ndarray:
+    """Sessions sorted by the time of their first event (GRU4Rec's training order); stable."""
+    return np.argsort(events.timestamps[events.session_offsets[:-1]], kind="stable")
+
+
+def make_loss(config) -> callable:
+    """The loss of a GRU4Rec-style config as a function of (scores, log_q)."""
+    if config.loss == "cross-entropy":
+        return lambda scores, log_q: losses.cross_entropy(scores, log_q)
+    if config.loss == "bpr-max":
+        return lambda scores, log_q: losses.bpr_max(scores, config.bpreg, config.elu_param)
+    if config.loss == "top1-max":
+        return lambda scores, log_q: losses.top1_max(scores)
+    if config.loss == "bpr":
+        return lambda scores, log_q: losses.bpr(scores)
+    if config.loss == "top1":
+        return lambda scores, log_q: losses.top1(scores)
+    raise ConfigError(f"unknown loss {config.loss!r}; choose from {', '.join(losses.LOSSES)}")
+
+
+def _apply_lane_changes(hidden: list[torch.Tensor], changes) -> list[torch.Tensor]:
+    for change in changes:
+        if len(change.reset):
+            reset = torch.as_tensor(change.reset, device=hidden[0].device)
+            for h in hidden:
+                h.index_fill_(0, reset, 0.0)
+        if change.keep is not None:
+            keep = torch.as_tensor(change.keep, device=hidden[0].device)
+            hidden = [h.index_select(0, keep) for h in hidden]
+    return hidden
+
+
+def train_session_parallel(
+    model: GRU4Rec,
+    events: EventLog,
+    item_index: np.ndarray,
+    *,
+    generator: torch.Generator,
+    progress: bool = False,
+    valid: EventLog | None = None,
+    patience: int = 0,
+    valid_metric: str = "recall@20",
+) -> list[EpochReport]:
+    """Train ``model.network`` for ``model.config.n_epochs`` epochs; returns per-epoch reports.
+
+    With ``valid``, each epoch ends with the shared evaluation on it; with ``patience > 0``,
+    training stops after that many epochs without improving ``valid_metric`` and the best
+    epoch's weights are kept.
+    """
+    from prnn.evaluation import evaluate
+
+    config = model.config
+    network = model.network
+    device = model.device
+    min_lanes = 2 if config.n_sample == 0 else 1
+    schedule: SessionParallelSchedule = session_parallel_schedule(
+        events.session_offsets, session_start_order(events), config.batch_size, min_lanes
+    )
+    if schedule.n_targets == 0:
+        raise TrainingError(f"{events.source}: no session has two events; nothing to train on")
+    if schedule.n_unused_targets:
+        log.info(
+            "%d targets at the end of each epoch are not trained on: fewer than %d lanes remain",
+            schedule.n_unused_targets,
+            min_lanes,
+        )
+    item_index_t = torch.from_numpy(item_index.astype(np.int64))
+    positions = torch.from_numpy(schedule.input_positions)
+    step_inputs = item_index_t[positions].to(device)
+    step_targets = item_index_t[positions + 1].to(device)
+    step_offsets = schedule.step_offsets.tolist()
+
+    counts = model.fitted_vocabulary.counts
+    sampler = (
+        NegativeSampler(
+            counts, config.n_sample, config.sample_alpha, config.sample_store_size, generator,
+            device,
+        )
+        if config.n_sample > 0
+        else None
+    )
+    log_q = None
+    if config.loss == "cross-entropy" and config.logq > 0:
+        # logQ correction: in-batch targets are "sampled" by popularity, extra negatives by
+        # popularity ** sample_alpha (the reference's P0 and P0 ** sample_alpha)
+        log_pop = torch.log(torch.from_numpy(counts.astype(np.float32))).to(device)
+        log_q = (config.logq * log_pop, config.logq * config.sample_alpha * log_pop)
+    loss_of = make_loss(config)
+    dense = list(network.parameters())
+    optimizer = AdagradMomentum(dense, network.item_tables(), config.learning_rate, config.momentum)
+    dropout_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+    use_dropout = config.dropout_p_embed > 0 or config.dropout_p_hidden > 0
+
+    reports: list[EpochReport] = []
+    best_value, best_state, epochs_without_gain = -np.inf, None, 0
+    for epoch in range(1, config.n_epochs + 1):
+        network.train()
+        started = time.perf_counter()
+        hidden = network.initial_hidden(config.batch_size)
+        loss_sum = torch.zeros((), device=device)
+        bar = tqdm(
+            range(schedule.n_steps), desc=f"epoch {epoch}/{config.n_epochs}", unit="batch",
+            disable=not progress, mininterval=0.5,
+        )
+        for step in bar:
+            changes = schedule.lane_changes.get(step)
+            if changes:
+                hidden = _apply_lane_changes(hidden, changes)
+            lo, hi = step_offsets[step], step_offsets[step + 1]
+            inputs, targets = step_inputs[lo:hi], step_targets[lo:hi]
+            if sampler is not None:
+                samples = sampler.draw()
+                outputs = torch.cat([targets, samples])
+            else:
+                outputs = targets
+            scores, hidden, gathered = network.sampled_scores(
+                inputs, outputs, [h.detach() for h in hidden],
+                dropout_generator if use_dropout else None,
+            )
+            column_log_q = None
+            if log_q is not None:
+                column_log_q = log_q[0][targets]
+                if sampler is not None:
+                    column_log_q = torch.cat([column_log_q, log_q[1][samples]])
+            loss = loss_of(scores, column_log_q) / config.batch_size
+            loss.backward()
+            optimizer.step_dense()
+            for rows in gathered:
+                optimizer.step_rows(rows.table, rows.rows, rows.leaf.grad)
+            for parameter in dense:
+                parameter.grad = None
+            loss_sum += loss.detach() * (hi - lo)
+        bar.close()
+        seconds = time.perf_counter() - started
+        mean_loss = float(loss_sum) / schedule.n_targets
+        if not np.isfinite(mean_loss):
+            raise TrainingError(
+                f"training diverged in epoch {epoch} (loss {mean_loss}); lower learning_rate"
+            )
+        report = EpochReport(
+            epoch=epoch,
+            loss=mean_loss,
+            seconds=seconds,
+            n_events=schedule.n_targets,
+            events_per_second=schedule.n_targets / seconds,
+        )
+        if valid is not None:
+            network.eval()
+            result = evaluate(model, valid, cutoffs=(5, 10, 20))
+            if valid_metric not in result.metrics:
+                raise ConfigError(f"valid_metric {valid_metric!r} is not one of the metrics")
+            report.valid = {k: result.metrics[k] for k in ("recall@20", "mrr@20")}
+            report.valid.setdefault(valid_metric, result.metrics[valid_metric])
+            value = result.metrics[valid_metric]
+            if value > best_value:
+                best_value, epochs_without_gain = value, 0
+                if patience > 0:
+                    best_state = copy.deepcopy(network.state_dict())
+            else:
+                epochs_without_gain += 1
+        reports.append(report)
+        log.info(report.line(config.n_epochs))
+        if patience > 0 and valid is not None and epochs_without_gain >= patience:
+            log.info("early stopping: no %s gain for %d epoch(s)", valid_metric, patience)
+            break
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    network.eval()
+    return reports

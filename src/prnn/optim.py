@@ -35,21 +35,25 @@ class AdagradMomentum:
         learning_rate: float,
         momentum: float = 0.0,
     ) -> None:
-        self.dense = [p for p in dense]
+        self.dense = list(dense)
         self.learning_rate = learning_rate
         self.momentum = momentum
-        self.accumulators: dict[int, torch.Tensor] = {}
-        self.momentums: dict[int, torch.Tensor] = {}
-        for tensor in [*self.dense, *tables]:
-            self.accumulators[id(tensor)] = torch.zeros_like(tensor)
-            if momentum > 0:
-                self.momentums[id(tensor)] = torch.zeros_like(tensor)
-        self._dense_acc = [self.accumulators[id(p)] for p in self.dense]
-        self._dense_mom = [self.momentums[id(p)] for p in self.dense] if momentum > 0 else []
+        self._dense_acc = [torch.zeros_like(p) for p in self.dense]
+        self._dense_mom = [torch.zeros_like(p) for p in self.dense] if momentum > 0 else []
+        # A table's accumulator and momentum rows sit side by side in one (I, 2, D) tensor, so
+        # a row-wise step reads and writes both with one gather and one scatter.
+        self._table_state = {
+            id(table): torch.zeros(table.shape[0], 2, table.shape[1], device=table.device)
+            for table in tables
+        }
 
     def state_of(self, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(accumulator, momentum buffer or None) of a parameter or table."""
-        return self.accumulators[id(tensor)], self.momentums.get(id(tensor))
+        """(accumulator, momentum buffer or None) of a dense parameter or a table (views)."""
+        if id(tensor) in self._table_state:
+            state = self._table_state[id(tensor)]
+            return state[:, 0], state[:, 1] if self.momentum > 0 else None
+        index = next(i for i, p in enumerate(self.dense) if p is tensor)
+        return self._dense_acc[index], self._dense_mom[index] if self.momentum > 0 else None
 
     @torch.no_grad()
     def step_dense(self, trainable: list[bool] | None = None) -> None:
@@ -76,15 +80,28 @@ class AdagradMomentum:
             torch._foreach_addcdiv_(params, grads, denominators, value=-self.learning_rate)
 
     @torch.no_grad()
-    def step_rows(self, table: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor) -> None:
-        """Update rows ``rows`` (unique, (U,)) of ``table`` with their gradient ``grad`` (U, D)."""
-        acc = self.accumulators[id(table)]
-        acc_rows = acc.index_select(0, rows).addcmul_(grad, grad)
-        acc.index_copy_(0, rows, acc_rows)
-        step = grad / acc_rows.add_(EPSILON).sqrt_()
+    def step_rows(
+        self,
+        table: torch.Tensor,
+        rows: torch.Tensor,
+        grad: torch.Tensor,
+        touched: torch.Tensor | None = None,
+    ) -> None:
+        """Update rows ``rows`` (unique, (U,)) of ``table`` with their gradient ``grad`` (U, D).
+
+        ``touched`` (bool, (U,)) excludes some of the rows: they keep value and state.
+        """
+        state = self._table_state[id(table)]
+        row_state = state.index_select(0, rows)  # (U, 2, D)
+        accumulator, momentum = row_state[:, 0], row_state[:, 1]
+        accumulator.addcmul_(grad, grad)
+        step = grad / (accumulator + EPSILON).sqrt_()
         step.mul_(-self.learning_rate)
         if self.momentum > 0:
-            mom = self.momentums[id(table)]
-            step = mom.index_select(0, rows).mul_(self.momentum).add_(step)
-            mom.index_copy_(0, rows, step)
+            step = momentum.mul_(self.momentum).add_(step)
+        if touched is not None:
+            # rows outside `touched` have zero grad; only momentum could move them: undo that
+            row_state = torch.where(touched[:, None, None], row_state, state.index_select(0, rows))
+            step = step * touched[:, None]
+        state.index_copy_(0, rows, row_state)
         table.index_add_(0, rows, step)

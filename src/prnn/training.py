@@ -177,8 +177,13 @@ def train_session_parallel(
             loss = loss_of(scores, column_log_q) / config.batch_size
             loss.backward()
             optimizer.step_dense()
-            for rows in gathered:
-                optimizer.step_rows(rows.table, rows.rows, rows.leaf.grad)
+            for gathered_rows in gathered:
+                optimizer.step_rows(
+                    gathered_rows.table,
+                    gathered_rows.rows,
+                    gathered_rows.leaf.grad,
+                    gathered_rows.touched,
+                )
             for parameter in dense:
                 parameter.grad = None
             loss_sum += loss.detach() * (hi - lo)

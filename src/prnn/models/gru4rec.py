@@ -150,17 +150,20 @@ class GRULayer(nn.Module):
 
 @dataclass
 class GatheredRows:
-    """Rows of an item table used by one mini-batch, as a leaf tensor that collects their grad."""
+    """Rows of an item table used by one mini-batch, as a leaf tensor that collects their grad.
+
+    ``touched`` (bool, per gathered row) limits the update to the rows the reference's own
+    table for this tensor would have touched; None = all gathered rows.
+    """
 
     table: torch.Tensor
     rows: torch.Tensor
     leaf: torch.Tensor
+    touched: torch.Tensor | None = None
 
 
-def _gather(table: torch.Tensor, items: torch.Tensor) -> tuple[GatheredRows, torch.Tensor]:
-    rows, inverse = torch.unique(items, return_inverse=True)
-    leaf = table.index_select(0, rows).requires_grad_()
-    return GatheredRows(table, rows, leaf), inverse
+def _gather_rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    return table.index_select(0, rows).requires_grad_()
 
 
 def dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -250,24 +253,36 @@ class GRU4RecNetwork(nn.Module):
         the optimiser applies. ``generator`` drives dropout; None = no dropout.
         """
         batch = len(inputs)
+        # Each table's rows are gathered once, deduplicated: the leaf's gradient then holds
+        # exactly one summed row per touched item, ready for the row-wise update.
         if self.mode == "constrained":
-            weight_rows, inverse = _gather(self.output_weight, torch.cat([inputs, outputs]))
-            embedded = weight_rows.leaf[inverse[:batch]]
-            out_weight = weight_rows.leaf[inverse[batch:]]
-            gathered = [weight_rows]
+            rows, inverse = torch.unique(torch.cat([inputs, outputs]), return_inverse=True)
+            input_columns, output_columns = inverse[:batch], inverse[batch:]
+            weight = _gather_rows(self.output_weight, rows)
+            embedded = weight.index_select(0, input_columns)
+            gathered = [GatheredRows(self.output_weight, rows, weight)]
+            # the bias rows the reference touches are the outputs' only
+            is_output = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
+            is_output[output_columns] = True
         else:
-            input_rows, input_inverse = _gather(self.input_table, inputs)
-            embedded = input_rows.leaf[input_inverse]
-            weight_rows, output_inverse = _gather(self.output_weight, outputs)
-            out_weight = weight_rows.leaf[output_inverse]
-            gathered = [input_rows, weight_rows]
-        bias_rows, bias_inverse = _gather(self.output_bias, outputs)
-        gathered.append(bias_rows)
+            input_rows, input_columns = torch.unique(inputs, return_inverse=True)
+            input_weight = _gather_rows(self.input_table, input_rows)
+            embedded = input_weight.index_select(0, input_columns)
+            rows, output_columns = torch.unique(outputs, return_inverse=True)
+            weight = _gather_rows(self.output_weight, rows)
+            gathered = [
+                GatheredRows(self.input_table, input_rows, input_weight),
+                GatheredRows(self.output_weight, rows, weight),
+            ]
+            is_output = None
+        bias = _gather_rows(self.output_bias, rows)
+        gathered.append(GatheredRows(self.output_bias, rows, bias, is_output))
         if self.mode != "one-hot":
             embedded = dropout(embedded, self.dropout_p_embed, generator)
         new_hidden = self._run_layers(embedded, hidden, generator)
-        scores = torch.addmm(bias_rows.leaf[bias_inverse].T, new_hidden[-1], out_weight.T)
-        return scores, new_hidden, gathered
+        # score the distinct rows once, then spread to the output columns (duplicates included)
+        distinct_scores = torch.addmm(bias.T, new_hidden[-1], weight.T)  # (B, U)
+        return distinct_scores.index_select(1, output_columns), new_hidden, gathered
 
     @torch.no_grad()
     def embed(self, items: torch.Tensor) -> torch.Tensor:

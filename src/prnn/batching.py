@@ -134,13 +134,15 @@ class NegativeSampler:
         store_size: int,
         generator: torch.Generator,
         device: torch.device,
+        max_rows: int | None = None,
     ) -> None:
         weights = np.asarray(counts, dtype=np.float64) ** alpha
         cdf = np.cumsum(weights) / weights.sum()
         cdf[-1] = 1.0
         self.cdf = torch.from_numpy(cdf).to(device)
         self.n_sample = n_sample
-        self.rows = max(1, store_size // max(1, n_sample))
+        # no point generating more rows at once than an epoch has steps
+        self.rows = max(1, min(store_size // max(1, n_sample), max_rows or store_size))
         self.generator = generator
         self.device = device
         self._store = torch.empty(0, dtype=torch.int64)

@@ -126,7 +126,7 @@ def train_session_parallel(
     sampler = (
         NegativeSampler(
             counts, config.n_sample, config.sample_alpha, config.sample_store_size, generator,
-            device,
+            device, max_rows=schedule.n_steps,
         )
         if config.n_sample > 0
         else None

@@ -145,3 +145,66 @@ def test_help_of_every_command(command):
         [sys.executable, "-m", "prnn.cli", *command, "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0 and "usage: prnn" in result.stdout
+
+
+def test_train_gru4rec_with_preset_valid_and_patience(split_dir, tmp_path, capsys):
+    model = tmp_path / "gru.prnn"
+    code, out, err = run(
+        [
+            "train",
+            str(split_dir / "train.csv"),
+            "--model",
+            "gru4rec",
+            "--preset",
+            "rsc15",
+            "--set",
+            "n_epochs=2",
+            "--set",
+            "layers=32",
+            "--valid",
+            str(split_dir / "test.csv"),
+            "--patience",
+            "1",
+            "--out",
+            str(model),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    code, out, _ = run(["evaluate", str(model), str(split_dir / "test.csv"), "--json", "-"], capsys)
+    metrics = json.loads(out)
+    assert metrics["model"] == "gru4rec" and metrics["recall@20"] > 0.3
+
+
+def test_epoch_flags_are_refused_for_knn_models(split_dir, tmp_path, capsys):
+    code, _, err = run(
+        [
+            "train",
+            str(split_dir / "train.csv"),
+            "--model",
+            "item-knn",
+            "--valid",
+            str(split_dir / "test.csv"),
+            "--out",
+            str(tmp_path / "m"),
+        ],
+        capsys,
+    )
+    assert code == 2 and "--valid only apply to models trained by epochs" in err
+
+
+def test_unknown_preset_names_the_closest(split_dir, tmp_path, capsys):
+    code, _, err = run(
+        [
+            "train",
+            str(split_dir / "train.csv"),
+            "--model",
+            "gru4rec",
+            "--preset",
+            "rsc16",
+            "--out",
+            str(tmp_path / "m"),
+        ],
+        capsys,
+    )
+    assert code == 2 and "did you mean 'rsc15'" in err

@@ -12,7 +12,7 @@ from prnn import losses
 from prnn.batching import NegativeSampler, session_parallel_schedule
 from prnn.errors import ConfigError
 from prnn.models import GRU4Rec, GRU4RecConfig, SessionRecommender
-from prnn.models.gru4rec import GRU4RecNetwork
+from prnn.models.gru4rec import GRU4RecNetwork, SampledScores
 from prnn.optim import AdagradMomentum
 from prnn.training import _apply_lane_changes
 
@@ -78,7 +78,11 @@ def test_lane_reset_zeroes_only_that_lane_and_shrinks():
 def test_negative_samples_follow_popularity_power():
     counts = np.array([1, 4, 9, 16])
     sampler = NegativeSampler(
-        counts, n_sample=1000, alpha=0.5, store_size=10**6, generator=torch.Generator().manual_seed(0),
+        counts,
+        n_sample=1000,
+        alpha=0.5,
+        store_size=10**6,
+        generator=torch.Generator().manual_seed(0),
         device=torch.device("cpu"),
     )
     samples = torch.cat([sampler.draw() for _ in range(100)])
@@ -114,6 +118,20 @@ def test_logq_correction_subtracts_log_probability_per_column():
     # a popular negative (high q) is penalised less: its logit falls, the target's loss drops
     popular_negative = torch.tensor([0.0, 0.0, 5.0, 0.0])
     assert losses.cross_entropy(SCORES, popular_negative) < losses.cross_entropy(SCORES)
+
+
+def test_cross_entropy_over_distinct_rows_equals_the_spread_matrix():
+    generator = torch.Generator().manual_seed(0)
+    distinct = torch.randn(3, 5, generator=generator)  # 3 lanes, 5 distinct items
+    # targets: rows 0, 2, 2 (lanes 1 and 2 share an item); samples repeat items too; row 4 is an
+    # input-only item that fills no column
+    columns = torch.tensor([0, 2, 2, 1, 1, 3, 0])
+    log_q = torch.randn(7, generator=generator)
+    spread = distinct[:, columns]
+    for correction in (None, log_q):
+        expected = losses.cross_entropy(spread, correction)
+        got = losses.cross_entropy_over_distinct(distinct, columns, correction)
+        assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_bpr_max_by_hand():
@@ -158,7 +176,7 @@ def test_losses_stay_finite_on_huge_scores(name):
 
     scores = torch.tensor([[1e4, -1e4, 5e3], [-1e4, 1e4, 1e4]], requires_grad=True)
     config = GRU4RecConfig(loss=name)
-    value = make_loss(config)(scores, None)
+    value = make_loss(config)(SampledScores(scores, torch.arange(3)), None)
     value.backward()
     assert torch.isfinite(value) and torch.isfinite(scores.grad).all()
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from prnn import __version__
 from prnn.atomic import atomic_write_bytes
-from prnn.config import build_config, parse_overrides, read_config_file
+from prnn.config import build_config, parse_overrides, preset_names, read_config_file, read_preset
 from prnn.data import EventLog, read_events, split_by_time, write_events
 from prnn.errors import ConfigError, PrnnError
 from prnn.evaluation import (
@@ -97,15 +97,49 @@ def _parse_cutoffs(text: str) -> tuple[int, ...]:
     return cutoffs
 
 
-def _build_model(name: str, config_file: str | None, overrides: list[str]) -> SessionRecommender:
-    model_class = MODELS[name]
+def _build_model(args: argparse.Namespace) -> SessionRecommender:
+    """The model named by --model, configured by --preset, then --config, then --set."""
+    model_class = MODELS[args.model]
     settings: dict = {}
-    if config_file:
-        settings.update(read_config_file(config_file))
-    settings.update(parse_overrides(overrides))
-    source = f"{config_file or '--set'}"
-    config = build_config(model_class.config_class, settings, source)
+    sources = []
+    if args.preset:
+        settings.update(read_preset(args.preset))
+        sources.append(f"preset {args.preset}")
+    if args.config:
+        settings.update(read_config_file(args.config))
+        sources.append(args.config)
+    if args.set:
+        settings.update(parse_overrides(args.set))
+        sources.append("--set")
+    config = build_config(model_class.config_class, settings, " + ".join(sources) or "defaults")
     return model_class(config)
+
+
+def _training_options(args: argparse.Namespace, model: SessionRecommender) -> dict:
+    """--valid, --patience and --device, for the models trained by epochs."""
+    asked = [
+        flag
+        for flag, value in (
+            ("--valid", args.valid),
+            ("--patience", args.patience),
+            ("--device", args.device),
+        )
+        if value
+    ]
+    if not model.trains_by_epochs:
+        if asked:
+            raise ConfigError(
+                f"{', '.join(asked)} only apply to models trained by epochs; {model.name} is not"
+            )
+        return {}
+    options = {
+        "device": args.device or "cpu",
+        "patience": args.patience or 0,
+        "valid_metric": args.valid_metric,
+    }
+    if args.valid:
+        options["valid"] = _read_events_from_args(args.valid, args)
+    return options
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,11 +168,12 @@ def command_split(args: argparse.Namespace) -> int:
 
 
 def command_train(args: argparse.Namespace) -> int:
-    model = _build_model(args.model, args.config, args.set)
+    model = _build_model(args)
     log.info("model %s: %s", model.name, model.config)
     events = _read_events_from_args(args.train, args)
+    options = _training_options(args, model)
     started = time.perf_counter()
-    model.fit(events, progress=not args.quiet)
+    model.fit(events, progress=not args.quiet, **options)
     seconds = time.perf_counter() - started
     model.save(args.out)
     print(f"trained {model.name} on {events.n_events} events in {seconds:.1f} s; saved {args.out}")
@@ -169,7 +204,7 @@ def _protocol_line(result: EvaluationResult) -> str:
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
-    model = SessionRecommender.load(args.model)
+    model = SessionRecommender.load(args.model).to(args.device)
     events = _read_events_from_args(args.test, args)
     result = evaluate(
         model,
@@ -326,9 +361,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a model setting (repeatable), e.g. --set n_neighbors=200; overrides --config",
+        help="a model setting (repeatable), e.g. --set layers=100; overrides --config and --preset",
     )
-    train.add_argument("--config", help="TOML or JSON file of model settings")
+    train.add_argument("--config", help="TOML or JSON file of model settings; overrides --preset")
+    train.add_argument(
+        "--preset",
+        help=f"published hyper-parameters to start from: {', '.join(preset_names())}",
+    )
+    epochs = train.add_argument_group("models trained by epochs (gru4rec)")
+    epochs.add_argument("--valid", help="click log evaluated after every epoch (Recall/MRR@20)")
+    epochs.add_argument(
+        "--patience",
+        type=int,
+        help="stop after this many epochs without a gain on --valid and keep the best epoch",
+    )
+    epochs.add_argument(
+        "--valid-metric", default="recall@20", help="metric for --patience (default: %(default)s)"
+    )
+    epochs.add_argument(
+        "--device", help="torch device to train on, e.g. cpu or cuda (default: cpu)"
+    )
     _add_event_columns(train)
     train.set_defaults(handler=command_train)
 
@@ -362,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate_parser.add_argument(
         "--batch-size", type=int, default=256, help="sessions scored side by side (default: 256)"
+    )
+    evaluate_parser.add_argument(
+        "--device", default="cpu", help="torch device to score on (default: %(default)s)"
     )
     _add_event_columns(evaluate_parser)
     evaluate_parser.set_defaults(handler=command_evaluate)

@@ -15,6 +15,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Iterable, Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -159,3 +160,24 @@ def config_to_dict(config: object) -> dict[str, Any]:
         key: list(value) if isinstance(value, tuple) else value
         for key, value in dataclasses.asdict(config).items()
     }
+
+
+def preset_names() -> list[str]:
+    """Names of the hyper-parameter presets shipped with prnn (``src/prnn/presets/*.toml``)."""
+    folder = resources.files("prnn") / "presets"
+    return sorted(
+        entry.name.removesuffix(".toml")
+        for entry in folder.iterdir()
+        if entry.name.endswith(".toml")
+    )
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    """The settings of a shipped preset, e.g. ``rsc15`` (GRU4Rec's published best for RSC15)."""
+    names = preset_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown preset {name!r}{hint} Available: {', '.join(names)}")
+    path = resources.files("prnn") / "presets" / f"{name}.toml"
+    return tomllib.loads(path.read_text(encoding="utf-8"))

@@ -227,18 +227,20 @@ def evaluate(
             columns = candidate_set.column_of_item[targets[scored]]
             inside = columns >= 0
             n_outside += int((~inside).sum())
-            ranks = torch.full((len(columns),), float("inf"), dtype=torch.float64)
+            device = scores.device
+            relative_popularity = relative_popularity.to(device)  # no-op after the first step
+            ranks = torch.full((len(columns),), float("inf"), dtype=torch.float64, device=device)
             if inside.any():
-                inside_t = torch.from_numpy(inside)
+                inside_t = torch.from_numpy(inside).to(device)
                 ranks[inside_t] = target_ranks(
-                    scores[inside_t], torch.from_numpy(columns[inside]), ties
+                    scores[inside_t], torch.from_numpy(columns[inside]).to(device), ties
                 )
             top = torch.topk(scores, max_k, dim=1).indices
             for k in cutoffs:
                 hits[k] += float(recall_at(ranks, k).sum())
                 reciprocal[k] += float(reciprocal_rank_at(ranks, k).sum())
                 top_k = top[:, :k]
-                listed[k][top_k.reshape(-1)] = True
+                listed[k][top_k.reshape(-1).cpu()] = True
                 popularity[k] += float(relative_popularity[top_k].mean(dim=1).sum())
             n_evaluated += len(columns)
         bar.update(len(lanes))

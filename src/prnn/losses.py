@@ -46,6 +46,39 @@ def cross_entropy(scores: torch.Tensor, log_q: torch.Tensor | None = None) -> to
     return -torch.diagonal(F.log_softmax(scores, dim=1)).sum()
 
 
+def cross_entropy_over_distinct(
+    distinct_scores: torch.Tensor,
+    output_columns: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``cross_entropy`` computed on the distinct items' scores, without spreading columns.
+
+    Equal to ``cross_entropy(distinct_scores[:, output_columns], log_q)``: an item filling m
+    columns (with corrections q_j) adds exp(score) * sum_j exp(-q_j) to the partition function,
+    so each distinct row gets the log of that weight once, and no (B, B + S) matrix is built.
+
+    Args:
+        distinct_scores: (B, U) scores of the distinct items.
+        output_columns: (B + S,) distinct row of each output column; column b is row b's target.
+        log_q: optional (B + S,) logQ correction of each output column.
+    """
+    batch = distinct_scores.shape[0]
+    column_weight = (
+        torch.ones(len(output_columns), device=distinct_scores.device)
+        if log_q is None
+        else torch.exp(-log_q)
+    )
+    row_weight = torch.zeros(distinct_scores.shape[1], device=distinct_scores.device)
+    row_weight.index_add_(0, output_columns, column_weight)
+    # rows filling no output column (inputs only) get weight 0: log 0 = -inf drops them
+    log_partition = torch.logsumexp(distinct_scores + torch.log(row_weight)[None, :], dim=1)
+    targets = output_columns[:batch]
+    target_scores = distinct_scores.gather(1, targets[:, None]).squeeze(1)
+    if log_q is not None:
+        target_scores = target_scores - log_q[:batch]
+    return (log_partition - target_scores).sum()
+
+
 def bpr_max(scores: torch.Tensor, bpreg: float = 1.0, elu_param: float = 0.5) -> torch.Tensor:
     """BPR-max: -log sum_j softmax_j * sigmoid(r_target - r_j) + bpreg * sum_j softmax_j r_j^2.
 

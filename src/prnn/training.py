@@ -56,17 +56,21 @@ def session_start_order(events: EventLog) -> np.ndarray:
 
 
 def make_loss(config) -> callable:
-    """The loss of a GRU4Rec-style config as a function of (scores, log_q)."""
+    """The loss of a GRU4Rec-style config as a function of (SampledScores, log_q)."""
     if config.loss == "cross-entropy":
-        return lambda scores, log_q: losses.cross_entropy(scores, log_q)
+        return lambda scores, log_q: losses.cross_entropy_over_distinct(
+            scores.distinct, scores.output_columns, log_q
+        )
     if config.loss == "bpr-max":
-        return lambda scores, log_q: losses.bpr_max(scores, config.bpreg, config.elu_param)
+        return lambda scores, log_q: losses.bpr_max(
+            scores.per_column(), config.bpreg, config.elu_param
+        )
     if config.loss == "top1-max":
-        return lambda scores, log_q: losses.top1_max(scores)
+        return lambda scores, log_q: losses.top1_max(scores.per_column())
     if config.loss == "bpr":
-        return lambda scores, log_q: losses.bpr(scores)
+        return lambda scores, log_q: losses.bpr(scores.per_column())
     if config.loss == "top1":
-        return lambda scores, log_q: losses.top1(scores)
+        return lambda scores, log_q: losses.top1(scores.per_column())
     raise ConfigError(f"unknown loss {config.loss!r}; choose from {', '.join(losses.LOSSES)}")
 
 
@@ -125,8 +129,13 @@ def train_session_parallel(
     counts = model.fitted_vocabulary.counts
     sampler = (
         NegativeSampler(
-            counts, config.n_sample, config.sample_alpha, config.sample_store_size, generator,
-            device, max_rows=schedule.n_steps,
+            counts,
+            config.n_sample,
+            config.sample_alpha,
+            config.sample_store_size,
+            generator,
+            device,
+            max_rows=schedule.n_steps,
         )
         if config.n_sample > 0
         else None
@@ -151,8 +160,11 @@ def train_session_parallel(
         hidden = network.initial_hidden(config.batch_size)
         loss_sum = torch.zeros((), device=device)
         bar = tqdm(
-            range(schedule.n_steps), desc=f"epoch {epoch}/{config.n_epochs}", unit="batch",
-            disable=not progress, mininterval=0.5,
+            range(schedule.n_steps),
+            desc=f"epoch {epoch}/{config.n_epochs}",
+            unit="batch",
+            disable=not progress,
+            mininterval=0.5,
         )
         for step in bar:
             changes = schedule.lane_changes.get(step)
@@ -166,7 +178,9 @@ def train_session_parallel(
             else:
                 outputs = targets
             scores, hidden, gathered = network.sampled_scores(
-                inputs, outputs, [h.detach() for h in hidden],
+                inputs,
+                outputs,
+                [h.detach() for h in hidden],
                 dropout_generator if use_dropout else None,
             )
             column_log_q = None

@@ -73,6 +73,10 @@ class SessionRecommender(ABC, Generic[ConfigT, StateT]):
     def _fit(self, events: EventLog, item_index: np.ndarray, *, progress: bool) -> None:
         """Fit on events whose items are already mapped to vocabulary indices (``item_index``)."""
 
+    def to(self, device: str | torch.device) -> Self:
+        """Move the model to a device for scoring (a no-op for models without tensors to move)."""
+        return self
+
     @property
     def n_items(self) -> int:
         return len(self.fitted_vocabulary)

@@ -1,0 +1,104 @@
+"""Training and evaluation throughput of GRU4Rec for one config and one data file.
+
+Prints a per-epoch table (seconds, training events/s) and a summary: median events/s, median
+epoch time, peak memory, evaluation events/s, Recall@20 and MRR@20. Example (the issue-3 speed
+configuration, on rsc15_100k):
+
+    python benchmarks/train_speed.py ../shared/data/rsc15_100k/events.csv.gz \
+        --train-where split=train --test-where split=test --preset rsc15 --epochs 3
+
+Run nothing else heavy at the same time: two PyTorch processes on two cores slow each other
+down by far more than half.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+from prnn.config import build_config, parse_overrides, read_config_file, read_preset
+from prnn.data import read_events
+from prnn.evaluation import evaluate
+from prnn.models import GRU4Rec, GRU4RecConfig
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("events", help="click log")
+    parser.add_argument("--train-where", default=None, help="COLUMN=VALUE selecting training rows")
+    parser.add_argument("--test-where", default=None, help="COLUMN=VALUE selecting test rows")
+    parser.add_argument("--preset", help="a shipped preset, e.g. rsc15")
+    parser.add_argument("--config", help="TOML/JSON settings file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs to time (default: 3)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings: dict = {}
+    if args.preset:
+        settings.update(read_preset(args.preset))
+    if args.config:
+        settings.update(read_config_file(args.config))
+    settings.update(parse_overrides(args.set))
+    settings["n_epochs"] = args.epochs
+    config = build_config(GRU4RecConfig, settings, "benchmark")
+
+    def where(text):
+        return parse_overrides([text], "--where") if text else None
+
+    train = read_events(args.events, where=where(args.train_where))
+    test = read_events(args.events, where=where(args.test_where)) if args.test_where else None
+    device = torch.device(args.device)
+
+    model = GRU4Rec(config)
+    started = time.perf_counter()
+    model.fit(train, device=device)
+    total = time.perf_counter() - started
+    print(
+        f"# {args.events}: {train.n_events} training events, {model.n_items} items; "
+        f"device {device}, {torch.get_num_threads()} threads"
+    )
+    print(f"# config: {config}")
+    print("| epoch | seconds | train events/s |")
+    print("|---|---|---|")
+    for report in model.history_:
+        print(f"| {report.epoch} | {report.seconds:.2f} | {report.events_per_second:,.0f} |")
+    rates = [r.events_per_second for r in model.history_]
+    seconds = [r.seconds for r in model.history_]
+    print()
+    print("| metric | value |")
+    print("|---|---|")
+    print(f"| median train events/s | {statistics.median(rates):,.0f} |")
+    print(f"| median epoch seconds | {statistics.median(seconds):.2f} |")
+    print(f"| targets per epoch | {model.history_[0].n_events} |")
+    print(f"| total fit seconds (incl. setup) | {total:.2f} |")
+    if test is not None:
+        started = time.perf_counter()
+        result = evaluate(model, test)
+        eval_seconds = time.perf_counter() - started
+        print(f"| eval events/s | {result.n_events / eval_seconds:,.0f} |")
+        print(f"| Recall@20 | {result.metrics['recall@20']:.4f} |")
+        print(f"| MRR@20 | {result.metrics['mrr@20']:.4f} |")
+    print(
+        f"| peak memory MB ({'GPU' if device.type == 'cuda' else 'process RSS'}) | "
+        f"{peak_memory_mb(device):,.0f} |"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -38,7 +38,9 @@ class TestContract:
         scores = model.score(state, np.array([0, 1]))
         assert scores.shape == (2, len(model.vocabulary)) and scores.dtype == torch.float32
         candidates = np.array([4, 0, 2])
-        assert torch.equal(model.score(state, np.array([0, 1]), candidates), scores[:, candidates])
+        # equal up to float rounding: a GEMM over fewer columns may sum in another order
+        subset = model.score(state, np.array([0, 1]), candidates)
+        assert torch.allclose(subset, scores[:, candidates], atol=1e-6)
 
     def test_batch_equals_one_by_one(self, name, train_log):
         model = MODELS[name]().fit(train_log)

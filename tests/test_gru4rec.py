@@ -306,3 +306,13 @@ def test_training_reports_each_epoch_and_validates(caplog):
     report = model.history_[0]
     assert report.n_events == 60 * 5 and report.events_per_second > 0
     assert set(report.valid) >= {"recall@20", "mrr@20"}
+
+
+@pytest.mark.parametrize("constrained, embedding", [(True, 0), (False, 8), (False, 0)])
+def test_every_weight_and_bias_is_trained(constrained, embedding):
+    settings = dict(SMALL, n_epochs=1, constrained_embedding=constrained, embedding=embedding)
+    untrained = GRU4RecNetwork(6, GRU4RecConfig(**settings))
+    untrained.reset_parameters(torch.Generator().manual_seed(settings.get("seed", 42)))
+    model = GRU4Rec(**settings).fit(_cyclic())
+    for name, tensor in model.network.state_dict().items():
+        assert not torch.equal(tensor, untrained.state_dict()[name]), f"{name} never changed"

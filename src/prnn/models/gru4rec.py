@@ -269,7 +269,8 @@ class GRU4RecNetwork(nn.Module):
         new_hidden = []
         x = embedded
         for index, layer in enumerate(self.layers):
-            projected = x if layer.weight_ih is None else layer.project_input(x)
+            # one-hot mode: the input table row is layer 0's input projection (W x), bias apart
+            projected = x + layer.bias_ih if layer.weight_ih is None else layer.project_input(x)
             x = layer(projected, hidden[index])
             # one-hot mode: layer 0 plays the embedding, so it gets the embedding's dropout
             p = self.dropout_p_embed if layer.weight_ih is None else self.dropout_p_hidden

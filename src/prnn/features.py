@@ -59,9 +59,8 @@ class FeatureMatrix:
             )
         unique, counts = np.unique(self.item_ids, return_counts=True)
         if len(unique) != len(self.item_ids):
-            raise DataError(
-                f"{self.source}: item id {unique[counts > 1][0].item()!r} has more than one feature row"
-            )
+            duplicate = unique[counts > 1][0].item()
+            raise DataError(f"{self.source}: item id {duplicate!r} has more than one feature row")
         dtype = self.values.dtype
         if dtype.kind not in "fiu":
             raise DataError(f"{self.source}: features must be numbers; got dtype {dtype}")

@@ -96,12 +96,16 @@ def train_session_parallel(
     valid: EventLog | None = None,
     patience: int = 0,
     valid_metric: str = "recall@20",
+    phase=None,
+    n_epochs: int | None = None,
 ) -> list[EpochReport]:
     """Train ``model.network`` for ``model.config.n_epochs`` epochs; returns per-epoch reports.
 
     With ``valid``, each epoch ends with the shared evaluation on it; with ``patience > 0``,
     training stops after that many epochs without improving ``valid_metric`` and the best
-    epoch's weights are kept.
+    epoch's weights are kept. ``phase(epoch, step)`` (0-based epoch, global step), for networks
+    of several subnets, says which are active and trainable; ``n_epochs`` overrides the
+    config's epoch count (residual training runs each subnet's epochs in turn).
     """
     from prnn.evaluation import evaluate
 
@@ -154,7 +158,10 @@ def train_session_parallel(
 
     reports: list[EpochReport] = []
     best_value, best_state, epochs_without_gain = -np.inf, None, 0
-    for epoch in range(1, config.n_epochs + 1):
+    n_epochs = n_epochs or config.n_epochs
+    global_step = 0
+    current_phase = None
+    for epoch in range(1, n_epochs + 1):
         network.train()
         started = time.perf_counter()
         hidden = network.initial_hidden(config.batch_size)
@@ -167,6 +174,12 @@ def train_session_parallel(
             mininterval=0.5,
         )
         for step in bar:
+            if phase is not None:
+                wanted = phase(epoch - 1, global_step)
+                if wanted != current_phase:
+                    network.set_phase(wanted)
+                    current_phase = wanted
+            global_step += 1
             changes = schedule.lane_changes.get(step)
             if changes:
                 hidden = _apply_lane_changes(hidden, changes)
@@ -217,6 +230,9 @@ def train_session_parallel(
         )
         if valid is not None:
             network.eval()
+            if phase is not None:
+                network.set_phase(None)  # every subnet scores in evaluation
+                current_phase = None
             result = evaluate(model, valid, cutoffs=(5, 10, 20))
             if valid_metric not in result.metrics:
                 raise ConfigError(f"valid_metric {valid_metric!r} is not one of the metrics")
@@ -230,7 +246,7 @@ def train_session_parallel(
             else:
                 epochs_without_gain += 1
         reports.append(report)
-        log.info(report.line(config.n_epochs))
+        log.info(report.line(n_epochs))
         if patience > 0 and valid is not None and epochs_without_gain >= patience:
             log.info("early stopping: no %s gain for %d epoch(s)", valid_metric, patience)
             break

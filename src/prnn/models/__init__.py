@@ -4,12 +4,16 @@ from prnn.models.base import SessionRecommender
 from prnn.models.gru4rec import GRU4Rec, GRU4RecConfig
 from prnn.models.knn import VSKNN, ItemKNN, ItemKNNConfig, VSKNNConfig
 from prnn.models.pop import Pop, PopConfig
+from prnn.models.prnn import PRNN, Concat, FeatureModelConfig, FeatureOnly
 
 MODELS: dict[str, type[SessionRecommender]] = {
     Pop.name: Pop,
     ItemKNN.name: ItemKNN,
     VSKNN.name: VSKNN,
     GRU4Rec.name: GRU4Rec,
+    FeatureOnly.name: FeatureOnly,
+    Concat.name: Concat,
+    PRNN.name: PRNN,
 }
 
 __all__ = [
@@ -23,4 +27,8 @@ __all__ = [
     "VSKNNConfig",
     "GRU4Rec",
     "GRU4RecConfig",
+    "FeatureOnly",
+    "Concat",
+    "PRNN",
+    "FeatureModelConfig",
 ]

@@ -55,7 +55,8 @@ def _add_event_columns(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--item-col", help="item id column (default: item_id, or ItemId)")
     group.add_argument(
         "--time-col",
-        help="time column in seconds (default: timestamp, or Time); 'none' = file order is time",
+        help="time column in seconds (default: timestamp, or Time); 'none' = the log has no "
+        "time and file order is time order",
     )
     group.add_argument(
         "--where",
@@ -115,14 +116,35 @@ def _build_model(args: argparse.Namespace) -> SessionRecommender:
     return model_class(config)
 
 
+def _read_feature_sets(specs: list[str]) -> dict:
+    """``--features NAME=PATH`` (repeatable) -> {name: FeatureMatrix}."""
+    from prnn.features import read_features
+
+    feature_sets = {}
+    for name, path in parse_overrides(specs, "--features").items():
+        feature_sets[name] = read_features(path)
+        matrix = feature_sets[name]
+        kind = "sparse" if matrix.is_sparse else "dense"
+        log.info(
+            "features %s: %d items x %d (%s) from %s",
+            name,
+            matrix.values.shape[0],
+            matrix.dim,
+            kind,
+            path,
+        )
+    return feature_sets
+
+
 def _training_options(args: argparse.Namespace, model: SessionRecommender) -> dict:
-    """--valid, --patience and --device, for the models trained by epochs."""
+    """--valid, --patience, --device and --features, for the models trained by epochs."""
     asked = [
         flag
         for flag, value in (
             ("--valid", args.valid),
             ("--patience", args.patience),
             ("--device", args.device),
+            ("--features", args.features),
         )
         if value
     ]
@@ -137,6 +159,10 @@ def _training_options(args: argparse.Namespace, model: SessionRecommender) -> di
         "patience": args.patience or 0,
         "valid_metric": args.valid_metric,
     }
+    if getattr(model, "uses_features", False):
+        options["features"] = _read_feature_sets(args.features)
+    elif args.features:
+        raise ConfigError(f"--features only apply to feature-rich models; {model.name} is not")
     if args.valid:
         options["valid"] = _read_events_from_args(args.valid, args)
     return options
@@ -399,7 +425,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         help=f"published hyper-parameters to start from: {', '.join(preset_names())}",
     )
-    epochs = train.add_argument_group("models trained by epochs (gru4rec)")
+    epochs = train.add_argument_group(
+        "models trained by epochs (gru4rec, feature-only, concat, prnn)"
+    )
+    epochs.add_argument(
+        "--features",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="an item feature set (repeatable): .npz/.npy/.parquet, dense or sparse, e.g. "
+        "--features image=clip.npz --features text=tfidf.npz",
+    )
     epochs.add_argument("--valid", help="click log evaluated after every epoch (Recall/MRR@20)")
     epochs.add_argument(
         "--patience",

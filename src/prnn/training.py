@@ -98,6 +98,7 @@ def train_session_parallel(
     valid_metric: str = "recall@20",
     phase=None,
     n_epochs: int | None = None,
+    epoch_callback=None,
 ) -> list[EpochReport]:
     """Train ``model.network`` for ``model.config.n_epochs`` epochs; returns per-epoch reports.
 
@@ -105,7 +106,8 @@ def train_session_parallel(
     training stops after that many epochs without improving ``valid_metric`` and the best
     epoch's weights are kept. ``phase(epoch, step)`` (0-based epoch, global step), for networks
     of several subnets, says which are active and trainable; ``n_epochs`` overrides the
-    config's epoch count (residual training runs each subnet's epochs in turn).
+    config's epoch count (residual training runs each subnet's epochs in turn);
+    ``epoch_callback(report, network, optimizer)`` runs after each epoch.
     """
     from prnn.evaluation import evaluate
 
@@ -247,6 +249,8 @@ def train_session_parallel(
                 epochs_without_gain += 1
         reports.append(report)
         log.info(report.line(n_epochs))
+        if epoch_callback is not None:
+            epoch_callback(report, network, optimizer)
         if patience > 0 and valid is not None and epochs_without_gain >= patience:
             log.info("early stopping: no %s gain for %d epoch(s)", valid_metric, patience)
             break

@@ -475,6 +475,7 @@ class FeatureModel(SessionRecommender[FeatureModelConfig, GRUState]):
         patience: int = 0,
         valid_metric: str = "recall@20",
         device: str | torch.device = "cpu",
+        epoch_callback=None,
     ) -> None:
         from prnn.training import train_session_parallel
 
@@ -520,6 +521,7 @@ class FeatureModel(SessionRecommender[FeatureModelConfig, GRUState]):
             valid_metric=valid_metric,
             phase=phase,
             n_epochs=n_epochs,
+            epoch_callback=epoch_callback,
         )
         self.network.set_phase(None)
 

@@ -218,3 +218,54 @@ def test_snapshot_helper_sees_changes():
         epoch_callback=lambda r, n, o: snapshots.append(copy.deepcopy(_subnet_state(n, o, "img"))),
     )
     assert any(not torch.equal(snapshots[0][k], snapshots[1][k]) for k in snapshots[0])
+
+
+def test_content_knn_ranks_by_feature_cosine_to_the_last_item():
+    from prnn.models import ContentKNN
+
+    features = FeatureMatrix(np.array(["a", "b", "c"]), np.array([[1.0, 0], [1, 1], [0, 2]]))
+    model = ContentKNN().fit(make_log({1: ["a", "b", "c"]}), features={"f": features})
+    ranked = model.recommend(["c", "a"], k=3)
+    # after a: b has cosine 1/sqrt(2), c has 0, a itself is excluded (0)
+    assert ranked[0] == ("b", pytest.approx(1 / np.sqrt(2)))
+    assert {item for item, score in ranked[1:]} == {"a", "c"}
+
+
+def test_experiment_paper_on_bundled_data_writes_a_report(tmp_path, capsys):
+    from prnn.cli import main
+
+    code = main(
+        [
+            "--quiet",
+            "experiment",
+            "paper",
+            "--out-dir",
+            str(tmp_path),
+            "--epochs",
+            "1",
+            "--hidden",
+            "16",
+            "--set",
+            "n_sample=64",
+        ]
+    )
+    assert code == 0
+    report = (tmp_path / "results.md").read_text()
+    for label in (
+        "item-kNN",
+        "content-kNN",
+        "ID only",
+        "feature only",
+        "concat",
+        "p-RNN (simultaneous)",
+        "p-RNN (residual)",
+        "p-RNN (alternating)",
+        "p-RNN (interleaving)",
+    ):
+        assert f"| {label} |" in report
+    assert "drawn at random" in report
+    import json
+
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert len(rows) == 10 and all(0 <= row["recall@20"] <= 1 for row in rows)
+    assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"

@@ -66,3 +66,20 @@ def test_split_needs_time():
     log = EventLog.from_arrays([1, 1], ["a", "b"])
     with pytest.raises(DataError, match="no time column"):
         split_by_time(log, test_days=1)
+
+
+def test_random_split_by_session_is_seeded_and_counts_drops():
+    from prnn.data import split_sessions_randomly
+
+    sessions = {s: [f"i{(s + k) % 7}" for k in range(3)] for s in range(50)}
+    sessions[50] = ["only"]  # too short: dropped before the split
+    rows = [(s, item, float(k)) for s, items in sessions.items() for k, item in enumerate(items)]
+    s, i, t = zip(*rows)
+    log = EventLog.from_arrays(np.array(s), np.array(i), np.array(t))
+    train, test, report = split_sessions_randomly(log, 0.2, seed=3)
+    again, _, _ = split_sessions_randomly(log, 0.2, seed=3)
+    assert report.dropped_sessions_too_short == 1
+    assert (train.n_sessions, test.n_sessions) == (40, 10)
+    assert np.array_equal(train.session_ids, again.session_ids)
+    assert set(train.session_ids.tolist()).isdisjoint(test.session_ids.tolist())
+    assert "random (20% of sessions, seed 3)" in report.lines()[0]

@@ -137,14 +137,21 @@ def _read_feature_sets(specs: list[str]) -> dict:
 
 
 def _training_options(args: argparse.Namespace, model: SessionRecommender) -> dict:
-    """--valid, --patience, --device and --features, for the models trained by epochs."""
+    """--features for models that read item features; --valid, --patience, --device for
+    models trained by epochs."""
+    options: dict = {}
+    if model.uses_features:
+        options["features"] = _read_feature_sets(args.features)
+    elif args.features:
+        raise ConfigError(
+            f"--features only apply to models that read item features; {model.name} does not"
+        )
     asked = [
         flag
         for flag, value in (
             ("--valid", args.valid),
             ("--patience", args.patience),
             ("--device", args.device),
-            ("--features", args.features),
         )
         if value
     ]
@@ -153,16 +160,10 @@ def _training_options(args: argparse.Namespace, model: SessionRecommender) -> di
             raise ConfigError(
                 f"{', '.join(asked)} only apply to models trained by epochs; {model.name} is not"
             )
-        return {}
-    options = {
-        "device": args.device or "cpu",
-        "patience": args.patience or 0,
-        "valid_metric": args.valid_metric,
-    }
-    if getattr(model, "uses_features", False):
-        options["features"] = _read_feature_sets(args.features)
-    elif args.features:
-        raise ConfigError(f"--features only apply to feature-rich models; {model.name} is not")
+        return options
+    options.update(
+        device=args.device or "cpu", patience=args.patience or 0, valid_metric=args.valid_metric
+    )
     if args.valid:
         options["valid"] = _read_events_from_args(args.valid, args)
     return options
@@ -302,6 +303,79 @@ def command_features_text(args: argparse.Namespace) -> int:
         f"{low}-{high}-grams, {text.mean_nonzeros:.2f} non-zeros per item on average; "
         f"saved {args.out}"
     )
+    return 0
+
+
+def command_experiment_paper(args: argparse.Namespace) -> int:
+    from prnn.data import split_sessions_randomly
+    from prnn.experiment import run_paper_experiment, write_report
+
+    bundled = args.events is None
+    if bundled:
+        folder = example_events_path().parent / "toys_sample"
+        events = read_events(folder / "sequences.csv.gz", session_col="seq_id", time_col="none")
+        feature_specs = args.features or [f"image={folder / 'clip_image.npz'}"]
+        source = "the bundled Amazon Toys sample (4,000 user histories, 1,997 items)"
+    else:
+        events = _read_events_from_args(args.events, args)
+        feature_specs = args.features
+        source = args.events
+    features = _read_feature_sets(feature_specs)
+    if len(features) != 1:
+        raise ConfigError(
+            "experiment paper compares one feature set at a time: give one --features"
+        )
+    feature_name = next(iter(features))
+    if args.test_days:
+        train, test, report = split_by_time(events, args.test_days)
+        split_note = f"time split: sessions ending in the last {args.test_days:g} day(s) are test"
+    else:
+        train, test, report = split_sessions_randomly(events, args.test_fraction, seed=args.seed)
+        split_note = (
+            f"no usable timestamps: {args.test_fraction:.0%} of the sequences drawn at random "
+            f"(seed {args.seed}) are test; every next event of a test sequence is evaluated"
+        )
+    for line in report.lines():
+        log.info(line)
+    base = build_config(
+        MODELS["prnn"].config_class,
+        {"n_epochs": args.epochs, **parse_overrides(args.set)},
+        "--set",
+    )
+    base_settings = {k: getattr(base, k) for k in base.__dataclass_fields__}
+    for key in ("layers", "feature_layers", "training"):
+        base_settings.pop(key)
+    rows = run_paper_experiment(
+        train,
+        test,
+        features,
+        hidden=args.hidden,
+        base_settings=base_settings,
+        trials=args.trials,
+        tune_epochs=args.tune_epochs,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    title = f"p-RNN paper comparison: {feature_name} features, {source}"
+    notes = [
+        split_note,
+        f"train: {report.train_events} events in {report.train_sessions} sessions; test: "
+        f"{report.test_events} events in {report.test_sessions} sessions "
+        f"({report.dropped_test_events_unseen_items} test events on unseen items removed)",
+        "all items ranked, conservative ties, Recall@20 and MRR@20 over every evaluated event",
+        f"{args.epochs} epochs per neural model; tuning: "
+        + (
+            f"{args.trials} settings per neural method, {args.tune_epochs} epochs each, chosen "
+            "by MRR@20 on 10% of the training sequences"
+            if args.trials
+            else "none (defaults)"
+        ),
+        f"command: prnn {' '.join(args.argv)}",
+    ]
+    out_dir = Path(args.out_dir)
+    write_report(out_dir, rows, hidden=args.hidden, title=title, notes=notes)
+    print((out_dir / "results.md").read_text())
+    print(f"wrote {out_dir}/results.md, results.csv, results.json and results.png")
     return 0
 
 
@@ -565,12 +639,59 @@ def build_parser() -> argparse.ArgumentParser:
     baselines.add_argument("--out-dir", help="also write results.md and results.json here")
     _add_event_columns(baselines)
     baselines.set_defaults(handler=command_experiment_baselines)
+
+    paper = experiments.add_parser(
+        "paper",
+        parents=[common],
+        help="the p-RNN paper's comparison (default: the bundled Amazon Toys sample)",
+        description="item-kNN, content-kNN, ID only (h, 2h), feature only, concat and p-RNN "
+        "trained four ways (h+h), on one click log and one feature set; writes results.md, "
+        ".csv, .json and a bar chart (results.png) to --out-dir.",
+    )
+    paper.add_argument("--events", help="click log (default: the bundled Amazon Toys sample)")
+    paper.add_argument(
+        "--features",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="the feature set (default with the bundled sample: its CLIP image vectors)",
+    )
+    paper.add_argument(
+        "--out-dir", default="runs/paper", help="report folder (default: %(default)s)"
+    )
+    paper.add_argument("--hidden", type=int, default=100, help="h, hidden units (default: 100)")
+    paper.add_argument("--epochs", type=int, default=5, help="epochs per model (default: 5)")
+    paper.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.1,
+        help="share of sessions drawn at random as test (default: 0.1)",
+    )
+    paper.add_argument("--test-days", type=float, help="time split instead: last N days as test")
+    paper.add_argument("--seed", type=int, default=0, help="split and tuning seed (default: 0)")
+    paper.add_argument(
+        "--trials",
+        type=int,
+        default=0,
+        help="tuning budget: settings tried per neural method (default: 0 = no tuning)",
+    )
+    paper.add_argument("--tune-epochs", type=int, default=3, help="epochs per tuning trial")
+    paper.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="base settings of every neural model, e.g. --set loss=bpr-max",
+    )
+    _add_event_columns(paper)
+    paper.set_defaults(handler=command_experiment_paper)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s %(message)s" if args.debug else "%(message)s",

@@ -400,8 +400,15 @@ class SplitReport:
     test_items: int
 
     def lines(self) -> list[str]:
+        if self.split_by.startswith("random"):
+            rule = f"split: {self.split_by} go to test"
+        else:
+            rule = (
+                f"cutoff: sessions whose {self.split_by} time is >= {self.cutoff_time:.3f} "
+                "go to test"
+            )
         return [
-            f"cutoff: sessions whose {self.split_by} time is >= {self.cutoff_time:.3f} go to test",
+            rule,
             f"dropped {self.dropped_events_low_item_support} events on items below the minimum "
             "item support",
             f"dropped {self.dropped_sessions_too_short} sessions shorter than the minimum length "
@@ -478,6 +485,48 @@ def split_by_time(
         dropped_events_low_item_support=dropped_support,
         dropped_sessions_too_short=dropped_short,
         dropped_test_events_unseen_items=dropped_unseen,
+        dropped_test_sessions_too_short=dropped_test_short,
+        train_events=train.n_events,
+        train_sessions=train.n_sessions,
+        train_items=train.n_items,
+        test_events=test.n_events,
+        test_sessions=test.n_sessions,
+        test_items=test.n_items if test.n_events else 0,
+    )
+    return train, test, report
+
+
+def split_sessions_randomly(
+    events: EventLog,
+    test_fraction: float,
+    *,
+    seed: int = 0,
+    min_session_length: int = 2,
+) -> tuple[EventLog, EventLog, SplitReport]:
+    """Random split by session, for logs without meaningful time (e.g. user histories).
+
+    A ``test_fraction`` share of the sessions, drawn with ``seed``, goes to test; then, as in the
+    time split, test events on items unseen in train are removed and test sessions left shorter
+    than ``min_session_length`` are dropped.
+    """
+    if not 0 < test_fraction < 1:
+        raise DataError(f"test_fraction must be between 0 and 1; got {test_fraction}")
+    events, dropped_short = _drop_short_sessions(events, min_session_length)
+    rng = np.random.default_rng(seed)
+    is_test_session = np.zeros(events.n_sessions, dtype=bool)
+    n_test = int(round(test_fraction * events.n_sessions))
+    is_test_session[rng.choice(events.n_sessions, size=n_test, replace=False)] = True
+    train = events.select_sessions(~is_test_session)
+    test = events.select_sessions(is_test_session)
+    seen = np.isin(test.item_ids, np.unique(train.item_ids))
+    test = test.select_events(seen)
+    test, dropped_test_short = _drop_short_sessions(test, min_session_length)
+    report = SplitReport(
+        cutoff_time=float("nan"),
+        split_by=f"random ({test_fraction:.0%} of sessions, seed {seed})",
+        dropped_events_low_item_support=0,
+        dropped_sessions_too_short=dropped_short,
+        dropped_test_events_unseen_items=int((~seen).sum()),
         dropped_test_sessions_too_short=dropped_test_short,
         train_events=train.n_events,
         train_sessions=train.n_sessions,

@@ -2,7 +2,7 @@
 
 from prnn.models.base import SessionRecommender
 from prnn.models.gru4rec import GRU4Rec, GRU4RecConfig
-from prnn.models.knn import VSKNN, ItemKNN, ItemKNNConfig, VSKNNConfig
+from prnn.models.knn import VSKNN, ContentKNN, ContentKNNConfig, ItemKNN, ItemKNNConfig, VSKNNConfig
 from prnn.models.pop import Pop, PopConfig
 from prnn.models.prnn import PRNN, Concat, FeatureModelConfig, FeatureOnly
 
@@ -10,6 +10,7 @@ MODELS: dict[str, type[SessionRecommender]] = {
     Pop.name: Pop,
     ItemKNN.name: ItemKNN,
     VSKNN.name: VSKNN,
+    ContentKNN.name: ContentKNN,
     GRU4Rec.name: GRU4Rec,
     FeatureOnly.name: FeatureOnly,
     Concat.name: Concat,
@@ -25,6 +26,8 @@ __all__ = [
     "ItemKNNConfig",
     "VSKNN",
     "VSKNNConfig",
+    "ContentKNN",
+    "ContentKNNConfig",
     "GRU4Rec",
     "GRU4RecConfig",
     "FeatureOnly",

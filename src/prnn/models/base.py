@@ -55,6 +55,8 @@ class SessionRecommender(ABC, Generic[ConfigT, StateT]):
 
     #: True for models trained by epochs (they accept ``valid``, ``patience`` and ``device``).
     trains_by_epochs: ClassVar[bool] = False
+    #: True for models that read item features (they accept ``features``).
+    uses_features: ClassVar[bool] = False
 
     def fit(self, events: EventLog, *, progress: bool = False, **options: Any) -> Self:
         """Learn from training events; returns self.

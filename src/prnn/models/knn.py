@@ -261,3 +261,73 @@ class VSKNN(HistoryModel[VSKNNConfig]):
         self.session_items_ = _csr_from_tensors("session_items", tensors)
         self.item_sessions_ = self.session_items_.T.tocsr()
         self.session_times_ = tensors["session_times"].numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# content-kNN
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContentKNNConfig:
+    features: tuple[str, ...] = ()
+    """Feature set to compare items by (one name); () = the only one given."""
+
+
+class ContentKNN(HistoryModel[ContentKNNConfig]):
+    """Items ranked by the cosine of their feature vectors to the session's last item.
+
+    A cheap content baseline: no training signal from sessions at all. As in item-kNN, an item
+    is not its own neighbour (its self-similarity is set to 0).
+    """
+
+    name = "content-knn"
+    config_class = ContentKNNConfig
+    uses_features = True
+
+    def _fit(self, events, item_index, *, progress, features=None) -> None:
+        from prnn.errors import ConfigError
+        from prnn.features import align_features
+
+        features = features or {}
+        names = list(self.config.features) or list(features)
+        if len(names) != 1 or names[0] not in features:
+            raise ConfigError(
+                f"content-knn compares items by one feature set; given: "
+                f"{', '.join(features) or 'none (use --features NAME=PATH)'}"
+            )
+        aligned = align_features(features[names[0]], self.fitted_vocabulary, name=names[0])
+        items = np.arange(self.n_items)
+        if aligned.is_sparse:
+            rows = aligned.sparse_rows(items).astype(np.float32)
+            norms = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=1))).ravel()
+            rows = sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ rows
+            self.unit_vectors_ = rows.tocsr()
+        else:
+            rows = aligned.dense_rows(items)
+            norms = np.linalg.norm(rows, axis=1, keepdims=True)
+            self.unit_vectors_ = rows / np.where(norms > 0, norms, 1.0)
+
+    def score(
+        self, state: SessionHistories, lanes: np.ndarray, candidates: np.ndarray | None = None
+    ) -> torch.Tensor:
+        histories = [state.items[lane] for lane in np.asarray(lanes).tolist()]
+        last = np.array([h[-1] if h else 0 for h in histories], dtype=np.int64)
+        vectors = self.unit_vectors_
+        similarity = vectors[last] @ vectors.T
+        similarity = similarity.toarray() if sp.issparse(similarity) else similarity
+        similarity = np.asarray(similarity, dtype=np.float32)
+        similarity[np.arange(len(last)), last] = 0.0
+        similarity[[not h for h in histories]] = 0.0
+        return select_candidates(torch.from_numpy(similarity), candidates)
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        if sp.issparse(self.unit_vectors_):
+            return _csr_to_tensors("unit_vectors", self.unit_vectors_)
+        return {"unit_vectors": torch.from_numpy(np.ascontiguousarray(self.unit_vectors_))}
+
+    def _restore(self, tensors: dict[str, torch.Tensor]) -> None:
+        if "unit_vectors" in tensors:
+            self.unit_vectors_ = tensors["unit_vectors"].numpy()
+        else:
+            self.unit_vectors_ = _csr_from_tensors("unit_vectors", tensors)

@@ -475,16 +475,27 @@ def split_by_time(
             f"{events.source}: every session falls in the last {test_days} day(s); "
             "nothing is left for training"
         )
-    seen = np.isin(test.item_ids, np.unique(train.item_ids))
-    dropped_unseen = int((~seen).sum())
-    test = test.select_events(seen)
-    test, dropped_test_short = _drop_short_sessions(test, min_session_length)
-    report = SplitReport(
+    return _finish_split(
+        train,
+        test,
+        min_session_length,
         cutoff_time=cutoff,
         split_by=split_by,
         dropped_events_low_item_support=dropped_support,
         dropped_sessions_too_short=dropped_short,
-        dropped_test_events_unseen_items=dropped_unseen,
+    )
+
+
+def _finish_split(
+    train: EventLog, test: EventLog, min_session_length: int, **report_fields
+) -> tuple[EventLog, EventLog, SplitReport]:
+    """Remove test events on items unseen in train, then too short test sessions; report."""
+    seen = np.isin(test.item_ids, np.unique(train.item_ids))
+    test = test.select_events(seen)
+    test, dropped_test_short = _drop_short_sessions(test, min_session_length)
+    report = SplitReport(
+        **report_fields,
+        dropped_test_events_unseen_items=int((~seen).sum()),
         dropped_test_sessions_too_short=dropped_test_short,
         train_events=train.n_events,
         train_sessions=train.n_sessions,
@@ -516,23 +527,12 @@ def split_sessions_randomly(
     is_test_session = np.zeros(events.n_sessions, dtype=bool)
     n_test = int(round(test_fraction * events.n_sessions))
     is_test_session[rng.choice(events.n_sessions, size=n_test, replace=False)] = True
-    train = events.select_sessions(~is_test_session)
-    test = events.select_sessions(is_test_session)
-    seen = np.isin(test.item_ids, np.unique(train.item_ids))
-    test = test.select_events(seen)
-    test, dropped_test_short = _drop_short_sessions(test, min_session_length)
-    report = SplitReport(
+    return _finish_split(
+        events.select_sessions(~is_test_session),
+        events.select_sessions(is_test_session),
+        min_session_length,
         cutoff_time=float("nan"),
         split_by=f"random ({test_fraction:.0%} of sessions, seed {seed})",
         dropped_events_low_item_support=0,
         dropped_sessions_too_short=dropped_short,
-        dropped_test_events_unseen_items=int((~seen).sum()),
-        dropped_test_sessions_too_short=dropped_test_short,
-        train_events=train.n_events,
-        train_sessions=train.n_sessions,
-        train_items=train.n_items,
-        test_events=test.n_events,
-        test_sessions=test.n_sessions,
-        test_items=test.n_items if test.n_events else 0,
     )
-    return train, test, report

@@ -21,7 +21,7 @@ from prnn.config import check_choice, check_number
 from prnn.data import EventLog
 from prnn.errors import ConfigError
 from prnn.losses import LOSSES
-from prnn.models.base import SessionRecommender
+from prnn.models.recurrent import RecurrentModel
 
 
 @dataclass(frozen=True)
@@ -336,33 +336,19 @@ class GRU4RecNetwork(nn.Module):
         return self._run_layers(self.embed(items), hidden, None)
 
     @torch.no_grad()
-    def scores(self, last_hidden: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
-        """(B, C) scores of all items or of the candidate items."""
+    def scores(self, hidden: list[torch.Tensor], candidates: torch.Tensor | None) -> torch.Tensor:
+        """(B, C) scores of all items or of the candidate items, from the rows' states."""
         weight, bias = self.output_weight, self.output_bias
         if candidates is not None:
             weight, bias = weight.index_select(0, candidates), bias.index_select(0, candidates)
-        return torch.addmm(bias.T, last_hidden, weight.T)
+        return torch.addmm(bias.T, hidden[-1], weight.T)
 
 
-class GRUState:
-    """Hidden states of ``n`` lanes, one (n, H_l) tensor per layer."""
-
-    def __init__(self, hidden: list[torch.Tensor]) -> None:
-        self.hidden = hidden
-
-
-class GRU4Rec(SessionRecommender[GRU4RecConfig, GRUState]):
+class GRU4Rec(RecurrentModel[GRU4RecConfig]):
     """GRU4Rec (Hidasi et al. 2016, 2018), faithful to the official PyTorch implementation."""
 
     name = "gru4rec"
     config_class = GRU4RecConfig
-    trains_by_epochs = True
-
-    def __init__(self, config: GRU4RecConfig | None = None, **settings) -> None:
-        super().__init__(config, **settings)
-        self.network: GRU4RecNetwork | None = None
-        self.device = torch.device("cpu")
-        self.history_ = []  # per-epoch training reports
 
     def _fit(
         self,
@@ -393,52 +379,7 @@ class GRU4Rec(SessionRecommender[GRU4RecConfig, GRUState]):
             valid_metric=valid_metric,
         )
 
-    def to(self, device: str | torch.device) -> GRU4Rec:
-        """Move the model (for scoring) to a device; returns self."""
-        self.device = torch.device(device)
-        if self.network is not None:
-            self.network.to(self.device)
-        return self
-
-    # ---- sessions in progress ----------------------------------------------------------------
-
-    def _fitted_network(self) -> GRU4RecNetwork:
-        self.fitted_vocabulary  # noqa: B018 - raises NotFittedError
-        assert self.network is not None
-        return self.network
-
-    def new_state(self, n_lanes: int) -> GRUState:
-        return GRUState(self._fitted_network().initial_hidden(n_lanes))
-
-    def advance(self, state: GRUState, lanes: np.ndarray, items: np.ndarray) -> None:
-        network = self._fitted_network()
-        lanes_t = torch.as_tensor(np.asarray(lanes, dtype=np.int64), device=self.device)
-        items_t = torch.as_tensor(np.asarray(items, dtype=np.int64), device=self.device)
-        hidden = [h.index_select(0, lanes_t) for h in state.hidden]
-        for layer_state, new in zip(state.hidden, network.step(items_t, hidden)):
-            layer_state.index_copy_(0, lanes_t, new)
-
-    def reset(self, state: GRUState, lanes: np.ndarray) -> None:
-        lanes_t = torch.as_tensor(np.asarray(lanes, dtype=np.int64), device=self.device)
-        for layer_state in state.hidden:
-            layer_state.index_fill_(0, lanes_t, 0.0)
-
-    def score(
-        self, state: GRUState, lanes: np.ndarray, candidates: np.ndarray | None = None
-    ) -> torch.Tensor:
-        network = self._fitted_network()
-        lanes_t = torch.as_tensor(np.asarray(lanes, dtype=np.int64), device=self.device)
-        candidates_t = (
-            None
-            if candidates is None
-            else torch.as_tensor(np.asarray(candidates, dtype=np.int64), device=self.device)
-        )
-        return network.scores(state.hidden[-1].index_select(0, lanes_t), candidates_t)
-
-    # ---- persistence -------------------------------------------------------------------------
-
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu() for k, v in self._fitted_network().state_dict().items()}
+    # ---- persistence: the network's state dict (RecurrentModel._tensors) --------------------
 
     def _restore(self, tensors: dict[str, torch.Tensor]) -> None:
         network = GRU4RecNetwork(len(self.fitted_vocabulary), self.config)

@@ -35,17 +35,16 @@ from prnn.config import check_choice
 from prnn.data import EventLog
 from prnn.errors import ConfigError, DataError
 from prnn.features import AlignedFeatures, FeatureMatrix, align_features
-from prnn.models.base import SessionRecommender
 from prnn.models.gru4rec import (
     DistinctRows,
     GatheredRows,
     GRU4RecConfig,
     GRULayer,
-    GRUState,
     SampledScores,
     dropout,
     glorot_uniform_,
 )
+from prnn.models.recurrent import RecurrentModel
 
 TRAINING_METHODS = ("simultaneous", "residual", "alternating", "interleaving")
 ID = "id"
@@ -396,17 +395,15 @@ class FeatureNetwork(nn.Module):
         return self._run(items, hidden, None, None)
 
     @torch.no_grad()
-    def scores_of(
-        self, hidden: list[torch.Tensor], lanes: torch.Tensor, candidates: torch.Tensor | None
-    ) -> torch.Tensor:
+    def scores(self, hidden: list[torch.Tensor], candidates: torch.Tensor | None) -> torch.Tensor:
+        """(B, C) scores of all items or of the candidate items, from the rows' states."""
         bias = self.output_bias if candidates is None else self.output_bias[candidates]
-        scores = bias.T.expand(len(lanes), -1).clone()
+        scores = bias.T.expand(len(hidden[0]), -1).clone()
         for subnet, part, weight in zip(self.subnets, self._hidden_slices(), self.subnet_weight):
             block = subnet.output_weight
             if candidates is not None:
                 block = block.index_select(0, candidates)
-            last = hidden[part][-1].index_select(0, lanes)
-            scores.addmm_(last * weight, block.T)
+            scores.addmm_(hidden[part][-1] * weight, block.T)
         return scores
 
 
@@ -415,18 +412,11 @@ class FeatureNetwork(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-class FeatureModel(SessionRecommender[FeatureModelConfig, GRUState]):
+class FeatureModel(RecurrentModel[FeatureModelConfig]):
     """Shared fitting, scoring and persistence of the feature-rich architectures."""
 
     config_class = FeatureModelConfig
-    trains_by_epochs = True
     uses_features = True
-
-    def __init__(self, config: FeatureModelConfig | None = None, **settings) -> None:
-        super().__init__(config, **settings)
-        self.network: FeatureNetwork | None = None
-        self.device = torch.device("cpu")
-        self.history_: list = []
 
     # -- what differs between the architectures
     def subnet_specs(self, feature_names: list[str]) -> list[SubnetSpec]:
@@ -525,45 +515,9 @@ class FeatureModel(SessionRecommender[FeatureModelConfig, GRUState]):
         )
         self.network.set_phase(None)
 
-    def to(self, device: str | torch.device):
-        self.device = torch.device(device)
-        if self.network is not None:
-            self.network.to(self.device)
-        return self
-
-    def _fitted_network(self) -> FeatureNetwork:
-        self.fitted_vocabulary  # noqa: B018 - raises NotFittedError
-        assert self.network is not None
-        return self.network
-
-    def new_state(self, n_lanes: int) -> GRUState:
-        return GRUState(self._fitted_network().initial_hidden(n_lanes))
-
-    def advance(self, state: GRUState, lanes: np.ndarray, items: np.ndarray) -> None:
-        network = self._fitted_network()
-        lanes_t = torch.as_tensor(np.asarray(lanes, dtype=np.int64), device=self.device)
-        items_t = torch.as_tensor(np.asarray(items, dtype=np.int64), device=self.device)
-        hidden = [h.index_select(0, lanes_t) for h in state.hidden]
-        for layer_state, new in zip(state.hidden, network.step(items_t, hidden)):
-            layer_state.index_copy_(0, lanes_t, new)
-
-    def reset(self, state: GRUState, lanes: np.ndarray) -> None:
-        lanes_t = torch.as_tensor(np.asarray(lanes, dtype=np.int64), device=self.device)
-        for layer_state in state.hidden:
-            layer_state.index_fill_(0, lanes_t, 0.0)
-
-    def score(self, state: GRUState, lanes: np.ndarray, candidates: np.ndarray | None = None):
-        lanes_t = torch.as_tensor(np.asarray(lanes, dtype=np.int64), device=self.device)
-        candidates_t = (
-            None
-            if candidates is None
-            else torch.as_tensor(np.asarray(candidates, dtype=np.int64), device=self.device)
-        )
-        return self._fitted_network().scores_of(state.hidden, lanes_t, candidates_t)
-
     def _tensors(self) -> dict[str, torch.Tensor]:
         network = self._fitted_network()
-        tensors = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+        tensors = super()._tensors()
         # enough to rebuild the network's shapes on load
         tensors["meta.feature_names"] = torch.tensor(
             list(b"\0".join(n.encode() for n in network.features)), dtype=torch.uint8

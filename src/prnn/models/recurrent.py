@@ -1,0 +1,77 @@
+"""What every recurrent model shares: lanes of hidden states and the scoring interface on them.
+
+A recurrent model holds a ``network`` that provides ``initial_hidden(n)``, ``step(items,
+hidden)`` (one event per row, no dropout) and ``scores(hidden, candidates)`` (next-item scores
+from the rows' hidden states); this module turns that into ``new_state`` / ``advance`` /
+``reset`` / ``score`` on lanes, device placement and persistence of the network's tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from prnn.models.base import ConfigT, SessionRecommender
+
+
+class GRUState:
+    """Hidden states of ``n`` lanes, one (n, H_l) tensor per layer (of every subnet)."""
+
+    def __init__(self, hidden: list[torch.Tensor]) -> None:
+        self.hidden = hidden
+
+
+class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
+    """Base of the models trained by epochs (GRU4Rec and the feature-rich architectures)."""
+
+    trains_by_epochs = True
+
+    def __init__(self, config: ConfigT | None = None, **settings: Any) -> None:
+        super().__init__(config, **settings)
+        self.network: Any = None
+        self.device = torch.device("cpu")
+        self.history_: list = []  # per-epoch training reports
+
+    def to(self, device: str | torch.device) -> RecurrentModel:
+        """Move the model (for scoring) to a device; returns self."""
+        self.device = torch.device(device)
+        if self.network is not None:
+            self.network.to(self.device)
+        return self
+
+    def _fitted_network(self):
+        self.fitted_vocabulary  # noqa: B018 - raises NotFittedError
+        assert self.network is not None
+        return self.network
+
+    def _index(self, values: np.ndarray | None) -> torch.Tensor | None:
+        if values is None:
+            return None
+        return torch.as_tensor(np.asarray(values, dtype=np.int64), device=self.device)
+
+    def new_state(self, n_lanes: int) -> GRUState:
+        return GRUState(self._fitted_network().initial_hidden(n_lanes))
+
+    def advance(self, state: GRUState, lanes: np.ndarray, items: np.ndarray) -> None:
+        network = self._fitted_network()
+        lanes_t = self._index(lanes)
+        hidden = [h.index_select(0, lanes_t) for h in state.hidden]
+        for layer_state, new in zip(state.hidden, network.step(self._index(items), hidden)):
+            layer_state.index_copy_(0, lanes_t, new)
+
+    def reset(self, state: GRUState, lanes: np.ndarray) -> None:
+        lanes_t = self._index(lanes)
+        for layer_state in state.hidden:
+            layer_state.index_fill_(0, lanes_t, 0.0)
+
+    def score(
+        self, state: GRUState, lanes: np.ndarray, candidates: np.ndarray | None = None
+    ) -> torch.Tensor:
+        lanes_t = self._index(lanes)
+        hidden = [h.index_select(0, lanes_t) for h in state.hidden]
+        return self._fitted_network().scores(hidden, self._index(candidates))
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self._fitted_network().state_dict().items()}

@@ -269,3 +269,38 @@ def test_experiment_paper_on_bundled_data_writes_a_report(tmp_path, capsys):
     rows = json.loads((tmp_path / "results.json").read_text())
     assert len(rows) == 10 and all(0 <= row["recall@20"] <= 1 for row in rows)
     assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_id_only_subnet_network_trains_exactly_like_gru4rec():
+    """The subnet machinery adds nothing to the ID path: same seed, bit-identical weights."""
+    from prnn.models import GRU4Rec
+    from prnn.models.prnn import FeatureModel, SubnetSpec
+
+    class IdOnly(FeatureModel):
+        name = "id-only-test"
+
+        def _feature_names(self, available):
+            return []
+
+        def subnet_specs(self, feature_names):
+            return [SubnetSpec("id", ("id",), tuple(self.config.layers))]
+
+    settings = dict(
+        layers=(16,),
+        batch_size=8,
+        n_sample=5,
+        n_epochs=2,
+        learning_rate=0.1,
+        momentum=0.3,
+        dropout_p_hidden=0.2,
+        dropout_p_embed=0.1,
+        logq=1.0,
+    )
+    reference = GRU4Rec(**settings).fit(_cyclic())
+    subnet = IdOnly(**settings).fit(_cyclic())
+    expected = reference.network.state_dict()
+    got = subnet.network.state_dict()
+    assert torch.equal(got["subnets.0.output_weight"], expected["output_weight"])
+    assert torch.equal(got["output_bias"], expected["output_bias"])
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        assert torch.equal(got[f"subnets.0.layers.0.{name}"], expected[f"layers.0.{name}"])

@@ -325,11 +325,16 @@ class FeatureNetwork(nn.Module):
         hidden: list[torch.Tensor],
         generator,
         gathered: list[GatheredRows] | None,
+        output_rows: dict | None = None,
     ) -> list[torch.Tensor]:
         train = gathered is not None and subnet.name in self.trainable
         dense_parts, projections = [], []
         if subnet.id_mode == "constrained":
-            dense_parts.append(self._lookup(subnet.output_weight, items, train, gathered))
+            if output_rows is None:  # inference: plain lookup of the output rows
+                dense_parts.append(subnet.output_weight.index_select(0, items))
+            else:  # training: the rows gathered once for input and output (as GRU4Rec)
+                block, input_columns = output_rows[subnet.name], output_rows["inputs"]
+                dense_parts.append(block.index_select(0, input_columns))
         elif subnet.id_mode == "separate":
             dense_parts.append(self._lookup(subnet.id_table, items, train, gathered))
         elif subnet.id_mode == "one-hot":
@@ -363,31 +368,48 @@ class FeatureNetwork(nn.Module):
             new_hidden.append(x)
         return new_hidden
 
-    def _run(self, items, hidden, generator, gathered):
+    def _run(self, items, hidden, generator, gathered, output_rows=None):
         new_hidden = list(hidden)
         for subnet, part in zip(self.subnets, self._hidden_slices()):
             if subnet.name in self.active:
                 new_hidden[part] = self._subnet_step(
-                    subnet, items, hidden[part], generator, gathered
+                    subnet, items, hidden[part], generator, gathered, output_rows
                 )
         return new_hidden
 
     def sampled_scores(self, inputs, outputs, hidden, generator):
         """Training step; same contract as ``GRU4RecNetwork.sampled_scores``."""
         gathered: list[GatheredRows] = []
-        new_hidden = self._run(inputs, hidden, generator, gathered)
-        rows, output_columns = self._distinct_for(self.n_items, outputs.device)(outputs)
-        bias = self.output_bias.index_select(0, rows).requires_grad_()
-        gathered.append(GatheredRows(self.output_bias, rows, bias))
-        scores = bias.T
-        for subnet, part, weight in zip(self.subnets, self._hidden_slices(), self.subnet_weight):
-            if subnet.name not in self.active:
-                continue
+        active = [s for s in self.subnets if s.name in self.active]
+        distinct = self._distinct_for(self.n_items, outputs.device)
+        if any(s.id_mode == "constrained" for s in active):
+            # a constrained ID input reads the output rows: gather input and output items once,
+            # as GRU4Rec does, so each touched row gets one update from its summed gradient
+            batch = len(inputs)
+            rows, inverse = distinct(torch.cat([inputs, outputs]))
+            input_columns, output_columns = inverse[:batch], inverse[batch:]
+            is_output = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
+            is_output[output_columns] = True
+            outputs_only = is_output  # for tables the reference touches on output rows only
+        else:
+            rows, output_columns = distinct(outputs)
+            input_columns, outputs_only = None, None
+        output_rows: dict = {"inputs": input_columns}
+        for subnet in active:
             block = subnet.output_weight.index_select(0, rows)
             if subnet.name in self.trainable:
                 block.requires_grad_()
-                gathered.append(GatheredRows(subnet.output_weight, rows, block))
-            scores = torch.addmm(scores, new_hidden[part][-1] * weight, block.T)
+                touched = None if subnet.id_mode == "constrained" else outputs_only
+                gathered.append(GatheredRows(subnet.output_weight, rows, block, touched))
+            output_rows[subnet.name] = block
+        new_hidden = self._run(inputs, hidden, generator, gathered, output_rows)
+        bias = self.output_bias.index_select(0, rows).requires_grad_()
+        gathered.append(GatheredRows(self.output_bias, rows, bias, outputs_only))
+        scores = bias.T
+        for subnet, part, weight in zip(self.subnets, self._hidden_slices(), self.subnet_weight):
+            if subnet.name in self.active:
+                block = output_rows[subnet.name]
+                scores = torch.addmm(scores, new_hidden[part][-1] * weight, block.T)
         return SampledScores(scores, output_columns), new_hidden, gathered
 
     @torch.no_grad()

@@ -51,9 +51,12 @@ def test_alternating_switches_every_epoch():
     assert training_phase("alternating", ORDER, 1, 5, ()).active == set(ORDER)
 
 
-def test_interleaving_switches_every_mini_batch():
+def test_interleaving_switches_every_mini_batch_and_shifts_every_epoch():
     trained = [training_phase("interleaving", ORDER, 0, s, ()).trainable for s in range(4)]
     assert trained == [{"id"}, {"image"}, {"text"}, {"id"}]
+    # the next epoch starts one subnet later, so each subnet meets every mini-batch
+    later = [training_phase("interleaving", ORDER, 1, s, ()).trainable for s in range(3)]
+    assert later == [{"image"}, {"text"}, {"id"}]
 
 
 def test_residual_trains_in_order_and_adds_subnets_to_the_output():

@@ -104,7 +104,7 @@ def train_session_parallel(
 
     With ``valid``, each epoch ends with the shared evaluation on it; with ``patience > 0``,
     training stops after that many epochs without improving ``valid_metric`` and the best
-    epoch's weights are kept. ``phase(epoch, step)`` (0-based epoch, global step), for networks
+    epoch's weights are kept. ``phase(epoch, step)`` (0-based epoch and step in it), for networks
     of several subnets, says which are active and trainable; ``n_epochs`` overrides the
     config's epoch count (residual training runs each subnet's epochs in turn);
     ``epoch_callback(report, network, optimizer)`` runs after each epoch.
@@ -161,7 +161,6 @@ def train_session_parallel(
     reports: list[EpochReport] = []
     best_value, best_state, epochs_without_gain = -np.inf, None, 0
     n_epochs = n_epochs or config.n_epochs
-    global_step = 0
     current_phase = None
     for epoch in range(1, n_epochs + 1):
         network.train()
@@ -177,11 +176,10 @@ def train_session_parallel(
         )
         for step in bar:
             if phase is not None:
-                wanted = phase(epoch - 1, global_step)
+                wanted = phase(epoch - 1, step)
                 if wanted != current_phase:
                     network.set_phase(wanted)
                     current_phase = wanted
-            global_step += 1
             changes = schedule.lane_changes.get(step)
             if changes:
                 hidden = _apply_lane_changes(hidden, changes)

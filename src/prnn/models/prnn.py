@@ -101,14 +101,19 @@ class Phase:
 def training_phase(
     method: str, order: tuple[str, ...], epoch: int, step: int, residual_epochs: tuple[int, ...]
 ) -> Phase:
-    """Which subnets are active and trainable in (0-based) ``epoch`` at global ``step``."""
+    """Which subnets are active and trainable at mini-batch ``step`` of (0-based) ``epoch``.
+
+    Interleaving shifts the round-robin by one every epoch: every epoch has the same
+    mini-batches, so without the shift a subnet would only ever learn from the same share of
+    them (with two subnets, the same half of the transitions).
+    """
     everything = frozenset(order)
     if method == "simultaneous" or len(order) == 1:
         return Phase(everything, everything)
     if method == "alternating":
         return Phase(everything, frozenset({order[epoch % len(order)]}))
     if method == "interleaving":
-        return Phase(everything, frozenset({order[step % len(order)]}))
+        return Phase(everything, frozenset({order[(step + epoch) % len(order)]}))
     if method == "residual":
         boundaries = np.cumsum(residual_epochs)
         current = int(np.searchsorted(boundaries, epoch, side="right"))

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from prnn.cli import main
 from prnn.data import Vocabulary
 from prnn.errors import DataError
-from prnn.features import align_features, read_features, save_sparse_features
+from prnn.features import FeatureMatrix, align_features, read_features, save_sparse_features
 from prnn.featurize import read_item_table, tfidf_text_features
 
 from .conftest import SHARED_DATA
@@ -156,3 +156,24 @@ def test_clip_vectors_of_amazon_toys_align_to_its_sequences():
     rows = aligned.dense_rows(np.arange(50))
     norms = np.linalg.norm(rows, axis=1)
     assert np.all((np.abs(norms - 1) < 1e-3) | (norms == 0))
+
+
+def test_object_id_arrays_and_csc_files(tmp_path):
+    np.savez(tmp_path / "obj.npz", item_id=np.array(["a", "b"], dtype=object), emb=np.zeros((2, 2)))
+    with pytest.raises(DataError, match="cannot be read as a feature .npz"):
+        read_features(tmp_path / "obj.npz")
+    matrix = sp.csc_matrix(np.array([[0, 2.0], [3.0, 0]], dtype=np.float32))
+    sp.save_npz(tmp_path / "csc.npz", matrix)
+    with np.load(tmp_path / "csc.npz") as archive:
+        arrays = dict(archive)
+    np.savez(tmp_path / "csc_ids.npz", item_id=np.array(["a", "b"]), **arrays)
+    features = read_features(tmp_path / "csc_ids.npz")
+    assert features.values.toarray().tolist() == [[0, 2.0], [3.0, 0]]
+
+
+def test_bad_sparse_and_empty_features():
+    bad = sp.csr_matrix(np.array([[np.nan, 1.0]], dtype=np.float32))
+    with pytest.raises(DataError, match="NaN"):
+        FeatureMatrix(np.array(["a"]), bad)
+    with pytest.raises(DataError, match="no columns"):
+        FeatureMatrix(np.array(["a"]), np.zeros((1, 0), dtype=np.float32))

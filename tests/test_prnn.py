@@ -111,7 +111,7 @@ def test_alternating_freezes_the_other_subnet_and_its_optimiser_state():
     def remember(report, network, optimizer):
         snapshots.append({name: _subnet_state(network, optimizer, name) for name in ("id", "txt")})
 
-    PRNN(**SMALL, n_epochs=3, training="alternating", momentum=0.5).fit(
+    PRNN(**SMALL, n_epochs=3, training="alternating", momentum=0.5, learn_subnet_weights=True).fit(
         _cyclic(), features={"txt": _sparse()}, epoch_callback=remember
     )
     # epoch 1 trains id, epoch 2 txt, epoch 3 id again
@@ -133,7 +133,7 @@ def test_subnet_weights_scale_each_block():
     learned = PRNN(**SMALL, n_epochs=2, learn_subnet_weights=True).fit(
         _cyclic(), features={"img": _dense()}
     )
-    assert learned.network.subnet_weight.requires_grad
+    assert all(subnet.weight.requires_grad for subnet in learned.network.subnets)
     assert learned.network.subnet_weight.tolist() != [1.0, 1.0]
 
 
@@ -307,3 +307,25 @@ def test_an_id_only_subnet_network_trains_exactly_like_gru4rec():
     assert torch.equal(got["output_bias"], expected["output_bias"])
     for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
         assert torch.equal(got[f"subnets.0.layers.0.{name}"], expected[f"layers.0.{name}"])
+
+
+def test_residual_validation_scores_only_the_subnets_trained_so_far():
+    active_at_validation = []
+    log = _cyclic()
+    PRNN(**SMALL, n_epochs=1, training="residual").fit(
+        log,
+        features={"img": _dense()},
+        valid=log,
+        epoch_callback=lambda r, network, o: active_at_validation.append(set(network.active)),
+    )
+    assert active_at_validation == [{"id"}, {"id", "img"}]
+    with pytest.raises(ConfigError, match=r"patience\) is not available with training=residual"):
+        PRNN(**SMALL, n_epochs=1, training="residual").fit(
+            log, features={"img": _dense()}, valid=log, patience=1
+        )
+
+
+@pytest.mark.parametrize("name", ["id", "a.b", "keys", ""])
+def test_feature_set_names_that_would_clash_are_refused(name):
+    with pytest.raises(ConfigError, match="feature set name"):
+        PRNN(**SMALL, n_epochs=1).fit(_cyclic(), features={name: _dense()})

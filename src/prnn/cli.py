@@ -119,9 +119,11 @@ def _build_model(args: argparse.Namespace) -> SessionRecommender:
 def _read_feature_sets(specs: list[str]) -> dict:
     """``--features NAME=PATH`` (repeatable) -> {name: FeatureMatrix}."""
     from prnn.features import read_features
+    from prnn.models.prnn import check_feature_set_name
 
     feature_sets = {}
     for name, path in parse_overrides(specs, "--features").items():
+        check_feature_set_name(name)
         feature_sets[name] = read_features(path)
         matrix = feature_sets[name]
         kind = "sparse" if matrix.is_sparse else "dense"

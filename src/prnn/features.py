@@ -64,6 +64,17 @@ class FeatureMatrix:
         dtype = self.values.dtype
         if dtype.kind not in "fiu":
             raise DataError(f"{self.source}: features must be numbers; got dtype {dtype}")
+        if self.values.shape[1] == 0:
+            raise DataError(f"{self.source}: feature vectors have no columns")
+        if sp.issparse(self.values):
+            if self.values.nnz and not np.isfinite(self.values.data).all():
+                raise DataError(f"{self.source}: features contain NaN or infinite values")
+            indices = self.values.tocsr().indices
+            if len(indices) and (indices.min() < 0 or indices.max() >= self.values.shape[1]):
+                raise DataError(
+                    f"{self.source}: sparse column indices fall outside the "
+                    f"{self.values.shape[1]} columns"
+                )
 
     @property
     def is_sparse(self) -> bool:
@@ -86,31 +97,37 @@ def _ids_from(array: np.ndarray, source: str) -> np.ndarray:
 
 def _read_npz(path: Path) -> FeatureMatrix:
     try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot be read as .npz ({exc})") from None
-    with archive:
-        keys = set(archive.files)
-        id_key = next((k for k in ID_KEYS if k in keys), None)
-        if id_key is None:
-            raise DataError(
-                f"{path}: no item id array (expected one of {', '.join(ID_KEYS)}; "
-                f"found {', '.join(sorted(keys))})"
-            )
-        item_ids = _ids_from(archive[id_key], str(path))
-        if _CSR_KEYS <= keys:
-            shape = tuple(int(v) for v in archive["shape"])
-            values = sp.csr_matrix(
-                (archive["data"], archive["indices"], archive["indptr"]), shape=shape
-            )
-        else:
-            matrices = [k for k in sorted(keys - {id_key}) if archive[k].ndim == 2]
-            if len(matrices) != 1:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = set(archive.files)
+            id_key = next((k for k in ID_KEYS if k in keys), None)
+            if id_key is None:
                 raise DataError(
-                    f"{path}: expected exactly one 2-D feature array beside {id_key!r}; "
-                    f"found {matrices or 'none'}"
+                    f"{path}: no item id array (expected one of {', '.join(ID_KEYS)}; "
+                    f"found {', '.join(sorted(keys))})"
                 )
-            values = archive[matrices[0]]
+            item_ids = _ids_from(archive[id_key], str(path))
+            if _CSR_KEYS <= keys:
+                layout = archive["format"].item() if "format" in keys else "csr"
+                layout = layout.decode() if isinstance(layout, bytes) else str(layout)
+                if layout not in ("csr", "csc"):
+                    raise DataError(f"{path}: sparse format {layout!r}; expected csr or csc")
+                build = sp.csr_matrix if layout == "csr" else sp.csc_matrix
+                shape = tuple(int(v) for v in archive["shape"])
+                values = build(
+                    (archive["data"], archive["indices"], archive["indptr"]), shape=shape
+                ).tocsr()
+            else:
+                matrices = [k for k in sorted(keys - {id_key}) if archive[k].ndim == 2]
+                if len(matrices) != 1:
+                    raise DataError(
+                        f"{path}: expected exactly one 2-D feature array beside {id_key!r}; "
+                        f"found {matrices or 'none'}"
+                    )
+                values = archive[matrices[0]]
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:  # corrupt zip, pickled objects, bad CSR
+        raise DataError(f"{path}: cannot be read as a feature .npz ({exc})") from None
     return FeatureMatrix(item_ids, values, str(path))
 
 
@@ -137,6 +154,9 @@ def _read_parquet(path: Path) -> FeatureMatrix:
     rest = [c for c in table.columns if c != id_key]
     list_columns = [c for c in rest if isinstance(table[c].dtype, pl.List | pl.Array)]
     if len(list_columns) == 1:
+        if table[list_columns[0]].null_count():
+            row = int(table[list_columns[0]].is_null().arg_true()[0])
+            raise DataError(f"{path} row {row + 1}, column {list_columns[0]!r}: missing vector")
         lengths = table[list_columns[0]].list.len()
         if lengths.n_unique() != 1:
             raise DataError(f"{path}: vectors in {list_columns[0]!r} differ in length")

@@ -56,13 +56,9 @@ class AdagradMomentum:
         return self._dense_acc[index], self._dense_mom[index] if self.momentum > 0 else None
 
     @torch.no_grad()
-    def step_dense(self, trainable: list[bool] | None = None) -> None:
-        """Update every dense parameter that has a gradient (and is trainable, if given)."""
-        chosen = [
-            i
-            for i, p in enumerate(self.dense)
-            if p.grad is not None and (trainable is None or trainable[i])
-        ]
+    def step_dense(self) -> None:
+        """Update every dense parameter that has a gradient (frozen ones have none)."""
+        chosen = [i for i, p in enumerate(self.dense) if p.grad is not None]
         if not chosen:
             return
         params = [self.dense[i] for i in chosen]

@@ -10,6 +10,7 @@ reference) and zeroed for lanes that start a new session.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -113,6 +114,14 @@ def train_session_parallel(
 
     config = model.config
     network = model.network
+    if valid is not None:
+        known = [
+            f"{m}@{k}" for m in ("recall", "mrr", "coverage", "popularity") for k in (5, 10, 20)
+        ]
+        if valid_metric not in known:
+            raise ConfigError(
+                f"valid_metric must be one of {', '.join(known)}; got {valid_metric!r}"
+            )
     device = model.device
     min_lanes = 2 if config.n_sample == 0 else 1
     schedule: SessionParallelSchedule = session_parallel_schedule(
@@ -169,7 +178,7 @@ def train_session_parallel(
         loss_sum = torch.zeros((), device=device)
         bar = tqdm(
             range(schedule.n_steps),
-            desc=f"epoch {epoch}/{config.n_epochs}",
+            desc=f"epoch {epoch}/{n_epochs}",
             unit="batch",
             disable=not progress,
             mininterval=0.5,
@@ -205,6 +214,8 @@ def train_session_parallel(
             loss.backward()
             optimizer.step_dense()
             for gathered_rows in gathered:
+                if gathered_rows.leaf.grad is None:  # e.g. a sparse input with no non-zeros
+                    continue
                 optimizer.step_rows(
                     gathered_rows.table,
                     gathered_rows.rows,
@@ -230,12 +241,11 @@ def train_session_parallel(
         )
         if valid is not None:
             network.eval()
-            if phase is not None:
-                network.set_phase(None)  # every subnet scores in evaluation
+            if current_phase is not None:
+                # score with the subnets in the output so far (residual adds them one by one)
+                network.set_phase(dataclasses.replace(current_phase, trainable=frozenset()))
                 current_phase = None
             result = evaluate(model, valid, cutoffs=(5, 10, 20))
-            if valid_metric not in result.metrics:
-                raise ConfigError(f"valid_metric {valid_metric!r} is not one of the metrics")
             report.valid = {k: result.metrics[k] for k in ("recall@20", "mrr@20")}
             report.valid.setdefault(valid_metric, result.metrics[valid_metric])
             value = result.metrics[valid_metric]

@@ -24,6 +24,7 @@ per mini-batch). A frozen subnet's weights, output block and optimiser state do 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +84,19 @@ class FeatureModelConfig(GRU4RecConfig):
             raise ConfigError(f"'subnet_weights' must be >= 0; got {self.subnet_weights!r}")
         if any(e < 1 for e in self.residual_epochs):
             raise ConfigError(f"'residual_epochs' must be >= 1; got {self.residual_epochs!r}")
+
+
+def check_feature_set_name(name: str) -> None:
+    """Feature set names become subnet and module names: letters, digits, '_' or '-', not 'id'."""
+    if (
+        not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name)
+        or name == ID
+        or hasattr(nn.ModuleDict(), name)
+    ):
+        raise ConfigError(
+            f"feature set name {name!r} is not allowed: use letters, digits, '_' or '-', "
+            f"starting with a letter, and not {ID!r} or a Python container method name"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,9 +205,16 @@ class Subnet(nn.Module):
         n_items: int,
         config: FeatureModelConfig,
         features: dict[str, FeatureLookup],
+        weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.name = spec.name
+        # multiplier of this subnet's hidden state in the output; a parameter of the subnet when
+        # learned, so freezing the subnet freezes it too
+        if config.learn_subnet_weights:
+            self.weight = nn.Parameter(torch.tensor(float(weight)))
+        else:
+            self.register_buffer("weight", torch.tensor(float(weight)))
         self.inputs = spec.inputs
         self.layer_sizes = tuple(spec.layers)
         first = self.layer_sizes[0]
@@ -253,19 +274,22 @@ class FeatureNetwork(nn.Module):
         self.dropout_p_embed = config.dropout_p_embed
         self.dropout_p_hidden = config.dropout_p_hidden
         self.features = nn.ModuleDict(features)
-        self.subnets = nn.ModuleList(Subnet(s, n_items, config, features) for s in specs)
+        self.subnets = nn.ModuleList(
+            Subnet(spec, n_items, config, features, weight)
+            for spec, weight in zip(specs, subnet_weights)
+        )
         self.register_buffer("output_bias", torch.zeros(n_items, 1))
-        weights = torch.tensor(subnet_weights, dtype=torch.float32)
-        if config.learn_subnet_weights:
-            self.subnet_weight = nn.Parameter(weights)
-        else:
-            self.register_buffer("subnet_weight", weights)
         self._distinct: dict[int, DistinctRows] = {}
         self.set_phase(None)
 
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.subnets]
+
+    @property
+    def subnet_weight(self) -> torch.Tensor:
+        """The subnets' output multipliers, in subnet order (read-only view for reports)."""
+        return torch.stack([s.weight.detach() for s in self.subnets])
 
     def set_phase(self, phase: Phase | None) -> None:
         """Choose the active and trainable subnets (None = all of both)."""
@@ -411,10 +435,10 @@ class FeatureNetwork(nn.Module):
         bias = self.output_bias.index_select(0, rows).requires_grad_()
         gathered.append(GatheredRows(self.output_bias, rows, bias, outputs_only))
         scores = bias.T
-        for subnet, part, weight in zip(self.subnets, self._hidden_slices(), self.subnet_weight):
+        for subnet, part in zip(self.subnets, self._hidden_slices()):
             if subnet.name in self.active:
                 block = output_rows[subnet.name]
-                scores = torch.addmm(scores, new_hidden[part][-1] * weight, block.T)
+                scores = torch.addmm(scores, new_hidden[part][-1] * subnet.weight, block.T)
         return SampledScores(scores, output_columns), new_hidden, gathered
 
     @torch.no_grad()
@@ -426,11 +450,11 @@ class FeatureNetwork(nn.Module):
         """(B, C) scores of all items or of the candidate items, from the rows' states."""
         bias = self.output_bias if candidates is None else self.output_bias[candidates]
         scores = bias.T.expand(len(hidden[0]), -1).clone()
-        for subnet, part, weight in zip(self.subnets, self._hidden_slices(), self.subnet_weight):
+        for subnet, part in zip(self.subnets, self._hidden_slices()):
             block = subnet.output_weight
             if candidates is not None:
                 block = block.index_select(0, candidates)
-            scores.addmm_(hidden[part][-1] * weight, block.T)
+            scores.addmm_(hidden[part][-1] * subnet.weight, block.T)
         return scores
 
 
@@ -450,6 +474,8 @@ class FeatureModel(RecurrentModel[FeatureModelConfig]):
         raise NotImplementedError
 
     def _feature_names(self, available: list[str]) -> list[str]:
+        for name in available:
+            check_feature_set_name(name)
         wanted = list(self.config.features) or available
         unknown = [n for n in wanted if n not in available]
         if unknown:
@@ -522,6 +548,11 @@ class FeatureModel(RecurrentModel[FeatureModelConfig]):
         if len(residual) != len(order):
             raise ConfigError(f"'residual_epochs' needs one value per subnet ({len(order)})")
         method = self.config.training
+        if method == "residual" and len(order) > 1 and patience > 0:
+            raise ConfigError(
+                "early stopping (patience) is not available with training=residual: each subnet "
+                "trains for its residual_epochs; validation still reports every epoch"
+            )
 
         def phase(epoch: int, step: int) -> Phase:
             return training_phase(method, order, epoch, step, residual)
@@ -569,7 +600,7 @@ class FeatureModel(RecurrentModel[FeatureModelConfig]):
                     nnz=len(tensors[prefix + "indices"]),
                 )
         specs = self.subnet_specs(names)
-        weights = tensors["subnet_weight"].tolist()
+        weights = [float(tensors[f"subnets.{i}.weight"]) for i in range(len(specs))]
         network = FeatureNetwork(self.n_items, self.config, specs, lookups, weights)
         network.load_state_dict(tensors)
         network.set_phase(None)

@@ -62,7 +62,8 @@ class SessionRecommender(ABC, Generic[ConfigT, StateT]):
         """Learn from training events; returns self.
 
         Models trained by epochs also take ``valid`` (an EventLog evaluated after each epoch),
-        ``patience`` (early stopping) and ``device``.
+        ``patience`` (early stopping), ``valid_metric``, ``device`` and ``epoch_callback``;
+        models that read item features take ``features`` ({name: FeatureMatrix}).
         """
         if events.n_events == 0:
             raise ValueError(f"{events.source}: cannot fit {self.name} on an empty event log")

@@ -360,6 +360,7 @@ class GRU4Rec(RecurrentModel[GRU4RecConfig]):
         patience: int = 0,
         valid_metric: str = "recall@20",
         device: str | torch.device = "cpu",
+        epoch_callback=None,
     ) -> None:
         from prnn.training import train_session_parallel
 
@@ -377,6 +378,7 @@ class GRU4Rec(RecurrentModel[GRU4RecConfig]):
             valid=valid,
             patience=patience,
             valid_metric=valid_metric,
+            epoch_callback=epoch_callback,
         )
 
     # ---- persistence: the network's state dict (RecurrentModel._tensors) --------------------

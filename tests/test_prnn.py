@@ -329,3 +329,39 @@ def test_residual_validation_scores_only_the_subnets_trained_so_far():
 def test_feature_set_names_that_would_clash_are_refused(name):
     with pytest.raises(ConfigError, match="feature set name"):
         PRNN(**SMALL, n_epochs=1).fit(_cyclic(), features={name: _dense()})
+
+
+def test_experiment_tuning_gives_every_neural_method_the_same_trials(tmp_path):
+    from prnn.data import split_sessions_randomly
+    from prnn.experiment import Method, draw_trials, run_paper_experiment
+
+    trials = draw_trials(3, seed=5)
+    assert trials[0] == {} and len(trials) == 3 and trials == draw_trials(3, seed=5)
+    train, test, _ = split_sessions_randomly(_cyclic(), 0.2, seed=0)
+    methods = [
+        Method("item-kNN", "item-knn", "–"),
+        Method("ID only", "gru4rec", "8", {"layers": (8,)}),
+        Method(
+            "p-RNN (alternating)",
+            "prnn",
+            "8+8",
+            {"layers": (8,), "feature_layers": (8,), "training": "alternating"},
+        ),
+    ]
+    rows = run_paper_experiment(
+        train,
+        test,
+        {"img": _dense()},
+        trials=3,
+        tune_epochs=1,
+        base_settings={"n_epochs": 2, "n_sample": 4, "batch_size": 8},
+        methods=methods,
+        seed=5,
+    )
+    assert rows[0].tuning == []  # kNN baselines are not tuned
+    for row in rows[1:]:
+        tried = [{k: v for k, v in t.items() if k != "valid_mrr@20"} for t in row.tuning]
+        assert tried == trials
+        best = max(row.tuning, key=lambda t: t["valid_mrr@20"])
+        chosen = {k: v for k, v in best.items() if k != "valid_mrr@20"}
+        assert all(row.settings.get(k, v) == v for k, v in chosen.items())

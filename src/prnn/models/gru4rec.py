@@ -362,18 +362,11 @@ class GRU4Rec(RecurrentModel[GRU4RecConfig]):
         device: str | torch.device = "cpu",
         epoch_callback=None,
     ) -> None:
-        from prnn.training import train_session_parallel
-
-        self.device = torch.device(device)
-        generator = torch.Generator().manual_seed(self.config.seed)
-        network = GRU4RecNetwork(self.n_items, self.config)
-        network.reset_parameters(generator)
-        self.network = network.to(self.device)
-        self.history_ = train_session_parallel(
-            self,
+        self._train(
+            GRU4RecNetwork(self.n_items, self.config),
             events,
             item_index,
-            generator=generator,
+            device=device,
             progress=progress,
             valid=valid,
             patience=patience,

@@ -520,7 +520,6 @@ class FeatureModel(RecurrentModel[FeatureModelConfig]):
         device: str | torch.device = "cpu",
         epoch_callback=None,
     ) -> None:
-        from prnn.training import train_session_parallel
 
         features = features or {}
         names = self._feature_names(list(features))
@@ -536,13 +535,6 @@ class FeatureModel(RecurrentModel[FeatureModelConfig]):
             self.feature_report_[name] = {"missing": aligned.n_missing, "unused": aligned.n_unused}
             lookups[name] = FeatureLookup(aligned)
         specs = self.subnet_specs(names)
-        self.device = torch.device(device)
-        generator = torch.Generator().manual_seed(self.config.seed)
-        network = FeatureNetwork(
-            self.n_items, self.config, specs, lookups, self._subnet_weights(specs)
-        )
-        network.reset_parameters(generator)
-        self.network = network.to(self.device)
         order = self._order(specs)
         residual = tuple(self.config.residual_epochs) or (self.config.n_epochs,) * len(order)
         if len(residual) != len(order):
@@ -558,11 +550,11 @@ class FeatureModel(RecurrentModel[FeatureModelConfig]):
             return training_phase(method, order, epoch, step, residual)
 
         n_epochs = sum(residual) if method == "residual" and len(order) > 1 else None
-        self.history_ = train_session_parallel(
-            self,
+        self._train(
+            FeatureNetwork(self.n_items, self.config, specs, lookups, self._subnet_weights(specs)),
             events,
             item_index,
-            generator=generator,
+            device=device,
             progress=progress,
             valid=valid,
             patience=patience,

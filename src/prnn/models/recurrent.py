@@ -41,6 +41,18 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
             self.network.to(self.device)
         return self
 
+    def _train(self, network, events, item_index, *, device, **trainer_options) -> None:
+        """Initialise ``network`` from the config's seed, put it on ``device`` and train it."""
+        from prnn.training import train_session_parallel
+
+        self.device = torch.device(device)
+        generator = torch.Generator().manual_seed(self.config.seed)
+        network.reset_parameters(generator)
+        self.network = network.to(self.device)
+        self.history_ = train_session_parallel(
+            self, events, item_index, generator=generator, **trainer_options
+        )
+
     def _fitted_network(self):
         self.fitted_vocabulary  # noqa: B018 - raises NotFittedError
         assert self.network is not None

@@ -7,6 +7,14 @@ configuration, on rsc15_100k):
     python benchmarks/train_speed.py ../shared/data/rsc15_100k/events.csv.gz \
         --train-where split=train --test-where split=test --preset rsc15 --epochs 3
 
+With ``--reference DIR`` (a checkout of hidasib/GRU4Rec_PyTorch_Official; it needs pandas) the
+same config is also trained by the reference implementation, in the same process, alternating
+prnn and reference ``--rounds`` times so that drifts of the machine's speed hit both alike; the
+table then compares median events/s and gives the speed-up:
+
+    python benchmarks/train_speed.py ../shared/data/rsc15_100k/events.csv.gz \
+        --train-where split=train --preset rsc15 --epochs 3 --reference ../GRU4Rec_PyTorch_Official
+
 Run nothing else heavy at the same time: two PyTorch processes on two cores slow each other
 down by far more than half.
 """
@@ -14,6 +22,10 @@ down by far more than half.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import io
+import re
 import resource
 import statistics
 import sys
@@ -33,6 +45,61 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+#: prnn setting -> the reference's constructor argument (same names; layers is a list there)
+REFERENCE_PARAMETERS = (
+    "loss",
+    "batch_size",
+    "dropout_p_embed",
+    "dropout_p_hidden",
+    "learning_rate",
+    "momentum",
+    "sample_alpha",
+    "n_sample",
+    "embedding",
+    "constrained_embedding",
+    "bpreg",
+    "elu_param",
+    "logq",
+)
+EPOCH_LINE = re.compile(r"Epoch(\d+) --> loss: ([\d.]+) \t\(([\d.]+)s\) .*\| (\d+) e/s\]")
+
+
+def reference_epochs(reference_dir: str, config: GRU4RecConfig, train, device) -> list[dict]:
+    """Train the reference GRU4Rec on ``train``; its per-epoch seconds and events/s."""
+    import pandas as pd
+
+    sys.path.insert(0, reference_dir)
+    try:
+        reference = importlib.import_module("gru4rec_pytorch")
+    finally:
+        sys.path.pop(0)
+    frame = pd.DataFrame(
+        {
+            "SessionId": train.session_ids,
+            "ItemId": train.item_ids,
+            "Time": train.timestamps,
+        }
+    )
+    model = reference.GRU4Rec(device=device)
+    model.layers = list(config.layers)
+    for name in REFERENCE_PARAMETERS:
+        setattr(model, name, getattr(config, name))
+    model.n_epochs = config.n_epochs
+    model.set_loss_function(config.loss)
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        # NumPy 2 promotes the compatibility-mode init to float64, which the reference then
+        # rejects; torch's own init is its other option and does not change the speed
+        model.fit(frame, compatibility_mode=False)
+    epochs = [
+        {"epoch": int(m[1]), "loss": float(m[2]), "seconds": float(m[3]), "rate": float(m[4])}
+        for m in EPOCH_LINE.finditer(captured.getvalue())
+    ]
+    if len(epochs) != config.n_epochs:
+        raise SystemExit(f"could not read the reference's epoch lines:\n{captured.getvalue()}")
+    return epochs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("events", help="click log")
@@ -44,6 +111,17 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3, help="epochs to time (default: 3)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument(
+        "--reference",
+        metavar="DIR",
+        help="checkout of hidasib/GRU4Rec_PyTorch_Official: also time the reference",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="with --reference: prnn/reference alternations (default: 2)",
+    )
     args = parser.parse_args()
 
     if args.threads:
@@ -64,6 +142,8 @@ def main() -> int:
     test = read_events(args.events, where=where(args.test_where)) if args.test_where else None
     device = torch.device(args.device)
 
+    if args.reference:
+        return compare_with_reference(args, config, train, device)
     model = GRU4Rec(config)
     started = time.perf_counter()
     model.fit(train, device=device)
@@ -97,6 +177,54 @@ def main() -> int:
         f"| peak memory MB ({'GPU' if device.type == 'cuda' else 'process RSS'}) | "
         f"{peak_memory_mb(device):,.0f} |"
     )
+    return 0
+
+
+def compare_with_reference(args, config: GRU4RecConfig, train, device) -> int:
+    """prnn and the reference, alternated ``args.rounds`` times; one row per timed epoch."""
+    rows = []
+    for round_number in range(1, args.rounds + 1):
+        model = GRU4Rec(config)
+        model.fit(train, device=device)
+        for report in model.history_:
+            rows.append(
+                (
+                    "prnn",
+                    round_number,
+                    report.epoch,
+                    report.seconds,
+                    report.loss,
+                    report.events_per_second,
+                )
+            )
+        for epoch in reference_epochs(args.reference, config, train, device):
+            rows.append(
+                (
+                    "reference",
+                    round_number,
+                    epoch["epoch"],
+                    epoch["seconds"],
+                    epoch["loss"],
+                    epoch["rate"],
+                )
+            )
+    print(
+        f"# {args.events}: {train.n_events} training events; device {device}, "
+        f"{torch.get_num_threads()} threads; {args.rounds} rounds of {config.n_epochs} epochs each"
+    )
+    print(f"# config: {config}")
+    print("| implementation | round | epoch | seconds | loss | train events/s |")
+    print("|---|---|---|---|---|---|")
+    for name, round_number, epoch, seconds, loss, rate in rows:
+        print(f"| {name} | {round_number} | {epoch} | {seconds:.2f} | {loss:.4f} | {rate:,.0f} |")
+    ours = statistics.median(r[5] for r in rows if r[0] == "prnn")
+    theirs = statistics.median(r[5] for r in rows if r[0] == "reference")
+    print()
+    print("| implementation | median train events/s |")
+    print("|---|---|")
+    print(f"| prnn | {ours:,.0f} |")
+    print(f"| reference | {theirs:,.0f} |")
+    print(f"| speed-up | {ours / theirs:.2f}x |")
     return 0
 
 

@@ -365,3 +365,40 @@ def test_experiment_tuning_gives_every_neural_method_the_same_trials(tmp_path):
         best = max(row.tuning, key=lambda t: t["valid_mrr@20"])
         chosen = {k: v for k, v in best.items() if k != "valid_mrr@20"}
         assert all(row.settings.get(k, v) == v for k, v in chosen.items())
+
+
+def test_early_stopping_keeps_the_best_epoch_and_leaves_features_alone(monkeypatch):
+    from types import SimpleNamespace
+
+    import prnn.evaluation
+
+    # validation MRR@20 scripted per epoch: the best is epoch 2, patience 2 stops after 4
+    scripted = iter([0.1, 0.3, 0.2, 0.25, 0.9])
+
+    def fake_evaluate(model, events, cutoffs=(20,), **options):
+        value = next(scripted)
+        metrics = {f"{m}@{k}": value for m in ("recall", "mrr") for k in cutoffs}
+        return SimpleNamespace(metrics=metrics)
+
+    monkeypatch.setattr(prnn.evaluation, "evaluate", fake_evaluate)
+    snapshots = []
+
+    def remember(report, network, optimizer):
+        snapshots.append({n: t.clone() for n, t in network.state_dict().items()})
+
+    model = PRNN(**dict(SMALL, n_epochs=5))
+    model.fit(
+        _cyclic(),
+        features={"img": _dense()},
+        valid=_cyclic(),
+        patience=2,
+        valid_metric="mrr@20",
+        epoch_callback=remember,
+    )
+    assert len(model.history_) == 4
+    final = model.network.state_dict()
+    assert not torch.equal(
+        snapshots[1]["subnets.0.output_weight"], snapshots[3]["subnets.0.output_weight"]
+    )
+    for name, tensor in final.items():
+        assert torch.equal(tensor, snapshots[1][name]), name

@@ -9,7 +9,6 @@ reference) and zeroed for lanes that start a new session.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import time
@@ -85,6 +84,18 @@ def _apply_lane_changes(hidden: list[torch.Tensor], changes) -> list[torch.Tenso
             keep = torch.as_tensor(change.keep, device=hidden[0].device)
             hidden = [h.index_select(0, keep) for h in hidden]
     return hidden
+
+
+def _trained_tensors(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors training changes, by name: parameters and item tables.
+
+    Feature matrices are buffers too, but fixed (and possibly large or memory-mapped), so the
+    early-stopping snapshot leaves them out.
+    """
+    tables = {id(t) for t in network.item_tables()}
+    trained = dict(network.named_parameters())
+    trained.update((n, b) for n, b in network.named_buffers() if id(b) in tables)
+    return trained
 
 
 def train_session_parallel(
@@ -252,7 +263,9 @@ def train_session_parallel(
             if value > best_value:
                 best_value, epochs_without_gain = value, 0
                 if patience > 0:
-                    best_state = copy.deepcopy(network.state_dict())
+                    best_state = {
+                        n: t.detach().clone() for n, t in _trained_tensors(network).items()
+                    }
             else:
                 epochs_without_gain += 1
         reports.append(report)
@@ -263,6 +276,8 @@ def train_session_parallel(
             log.info("early stopping: no %s gain for %d epoch(s)", valid_metric, patience)
             break
     if best_state is not None:
-        network.load_state_dict(best_state)
+        with torch.no_grad():
+            for name, tensor in _trained_tensors(network).items():
+                tensor.copy_(best_state[name])
     network.eval()
     return reports

@@ -125,6 +125,65 @@ def test_alternating_freezes_the_other_subnet_and_its_optimiser_state():
     assert changed == [{"id": False, "txt": True}, {"id": True, "txt": False}]
 
 
+@pytest.mark.parametrize("feature", ["txt", "img"])
+def test_output_blocks_always_train_while_the_subnets_take_turns(feature):
+    snapshots = []
+
+    def remember(report, network, optimizer):
+        snapshots.append(
+            {name: _subnet_state(network, optimizer, name) for name in ("id", feature)}
+        )
+
+    features = {"txt": _sparse(), "img": _dense()}
+    PRNN(**SMALL, n_epochs=3, training="alternating", momentum=0.5, output_blocks="always").fit(
+        _cyclic(), features={feature: features[feature]}, epoch_callback=remember
+    )
+    # epoch 2 trains the feature subnet: the ID subnet's GRU weights and their optimiser state
+    # stay; both subnets' output blocks move
+    before, after = snapshots[0], snapshots[1]
+    id_output = "w.output_weight"
+    for key in after["id"]:
+        moved = not torch.equal(after["id"][key], before["id"][key])
+        if key.startswith("w.layers") or key.startswith("pacc") or key.startswith("pmom"):
+            assert not moved, key
+    assert not torch.equal(after["id"][id_output], before["id"][id_output])
+    assert not torch.equal(after[feature][id_output], before[feature][id_output])
+
+
+@pytest.mark.parametrize("constrained", [True, False])
+def test_freezing_a_subnet_leaves_the_others_gradient_unchanged(constrained):
+    from prnn.training import make_loss
+
+    settings = dict(SMALL, n_epochs=1, constrained_embedding=constrained)
+    if not constrained:
+        settings["embedding"] = 5
+    model = PRNN(**settings).fit(_cyclic(), features={"img": _dense()})
+    network, loss_of = model.network, make_loss(model.config)
+    table_names = {id(t): n for n, t in network.named_buffers()}
+    inputs, outputs = torch.tensor([0, 1, 2, 3]), torch.tensor([1, 2, 3, 4, 5, 0, 1])
+    hidden = [torch.randn(4, 16, generator=torch.Generator().manual_seed(1)), torch.zeros(4, 8)]
+
+    def gradients(trainable):
+        network.set_phase(Phase(frozenset({"id", "img"}), frozenset(trainable)))
+        scores, _, gathered = network.sampled_scores(inputs, outputs, list(hidden), None)
+        loss_of(scores, None).backward()
+        found = {n: p.grad.clone() for n, p in network.named_parameters() if p.grad is not None}
+        found.update({table_names[id(g.table)]: g.leaf.grad.clone() for g in gathered})
+        for parameter in network.parameters():
+            parameter.grad = None
+        return found
+
+    both = gradients({"id", "img"})
+    for trainable, index in (("id", 0), ("img", 1)):
+        found = gradients({trainable})
+        # only the trainable subnet's weights and tables (and the shared bias) get a gradient
+        assert {n for n in found if n != "output_bias"} == {
+            n for n in both if n.startswith(f"subnets.{index}.")
+        }
+        for name, gradient in found.items():
+            torch.testing.assert_close(gradient, both[name])
+
+
 def test_subnet_weights_scale_each_block():
     model = PRNN(**SMALL, n_epochs=1, subnet_weights=(1.0, 0.0)).fit(
         _cyclic(), features={"img": _dense()}

@@ -48,6 +48,7 @@ from prnn.models.gru4rec import (
 from prnn.models.recurrent import RecurrentModel
 
 TRAINING_METHODS = ("simultaneous", "residual", "alternating", "interleaving")
+OUTPUT_BLOCK_TRAINING = ("with_subnet", "always")
 ID = "id"
 
 
@@ -72,10 +73,15 @@ class FeatureModelConfig(GRU4RecConfig):
     """p-RNN: learn the subnet weights (starting from subnet_weights)."""
     residual_epochs: tuple[int, ...] = ()
     """p-RNN residual: epochs per subnet (subnet_order order); () = n_epochs each."""
+    output_blocks: str = "with_subnet"
+    """p-RNN residual/alternating/interleaving: a subnet's output block trains only with its
+    subnet (with_subnet), or in every step while the subnet is in the output (always: only the
+    GRU subnets take turns, the output layer over their concatenated states trains throughout)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice(self, "training", TRAINING_METHODS)
+        check_choice(self, "output_blocks", OUTPUT_BLOCK_TRAINING)
         if not self.feature_layers or min(self.feature_layers) < 1:
             raise ConfigError(
                 f"'feature_layers' must be positive sizes like 100; got {self.feature_layers!r}"
@@ -273,6 +279,7 @@ class FeatureNetwork(nn.Module):
         self.n_items = n_items
         self.dropout_p_embed = config.dropout_p_embed
         self.dropout_p_hidden = config.dropout_p_hidden
+        self.output_blocks_always = config.output_blocks == "always"
         self.features = nn.ModuleDict(features)
         self.subnets = nn.ModuleList(
             Subnet(spec, n_items, config, features, weight)
@@ -423,21 +430,26 @@ class FeatureNetwork(nn.Module):
         else:
             rows, output_columns = distinct(outputs)
             input_columns, outputs_only = None, None
-        output_rows: dict = {"inputs": input_columns}
+        output_rows: dict = {"inputs": input_columns}  # what the subnets' inputs read
+        blocks = {}  # what the scores read
         for subnet in active:
             block = subnet.output_weight.index_select(0, rows)
-            if subnet.name in self.trainable:
+            trains_subnet = subnet.name in self.trainable
+            if trains_subnet or self.output_blocks_always:
                 block.requires_grad_()
-                touched = None if subnet.id_mode == "constrained" else outputs_only
+                # a constrained ID table is also the ID input, which trains with its subnet only
+                constrained_input = subnet.id_mode == "constrained" and trains_subnet
+                touched = None if constrained_input else outputs_only
                 gathered.append(GatheredRows(subnet.output_weight, rows, block, touched))
-            output_rows[subnet.name] = block
+            blocks[subnet.name] = block
+            output_rows[subnet.name] = block if trains_subnet else block.detach()
         new_hidden = self._run(inputs, hidden, generator, gathered, output_rows)
         bias = self.output_bias.index_select(0, rows).requires_grad_()
         gathered.append(GatheredRows(self.output_bias, rows, bias, outputs_only))
         scores = bias.T
         for subnet, part in zip(self.subnets, self._hidden_slices()):
             if subnet.name in self.active:
-                block = output_rows[subnet.name]
+                block = blocks[subnet.name]
                 scores = torch.addmm(scores, new_hidden[part][-1] * subnet.weight, block.T)
         return SampledScores(scores, output_columns), new_hidden, gathered
 

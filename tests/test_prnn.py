@@ -426,7 +426,7 @@ def test_experiment_tuning_gives_every_neural_method_the_same_trials(tmp_path):
         assert all(row.settings.get(k, v) == v for k, v in chosen.items())
 
 
-def test_early_stopping_keeps_the_best_epoch_and_leaves_features_alone(monkeypatch):
+def test_early_stopping_restores_the_best_epochs_weights(monkeypatch):
     from types import SimpleNamespace
 
     import prnn.evaluation

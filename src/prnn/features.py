@@ -33,8 +33,22 @@ ID_KEYS = ("item_id", "item_ids", "ItemId")
 _CSR_KEYS = {"data", "indices", "indptr", "shape"}
 
 
+class _FeatureValues:
+    """Shape facts of a class holding its feature rows in ``values`` (dense or CSR)."""
+
+    values: np.ndarray | sp.csr_matrix
+
+    @property
+    def is_sparse(self) -> bool:
+        return sp.issparse(self.values)
+
+    @property
+    def dim(self) -> int:
+        return int(self.values.shape[1])
+
+
 @dataclass(frozen=True)
-class FeatureMatrix:
+class FeatureMatrix(_FeatureValues):
     """Feature rows keyed by item id, as read from disk.
 
     Attributes:
@@ -75,14 +89,6 @@ class FeatureMatrix:
                     f"{self.source}: sparse column indices fall outside the "
                     f"{self.values.shape[1]} columns"
                 )
-
-    @property
-    def is_sparse(self) -> bool:
-        return sp.issparse(self.values)
-
-    @property
-    def dim(self) -> int:
-        return int(self.values.shape[1])
 
 
 def _ids_from(array: np.ndarray, source: str) -> np.ndarray:
@@ -192,7 +198,7 @@ def read_features(path: str | os.PathLike) -> FeatureMatrix:
 
 
 @dataclass(frozen=True)
-class AlignedFeatures:
+class AlignedFeatures(_FeatureValues):
     """A feature matrix addressed by a model's item indices.
 
     Attributes:
@@ -211,14 +217,6 @@ class AlignedFeatures:
     normalize: bool
     n_missing: int
     n_unused: int
-
-    @property
-    def is_sparse(self) -> bool:
-        return sp.issparse(self.values)
-
-    @property
-    def dim(self) -> int:
-        return int(self.values.shape[1])
 
     def dense_rows(self, items: np.ndarray) -> np.ndarray:
         """(len(items), D) float32 feature rows of item indices; zeros for missing features."""

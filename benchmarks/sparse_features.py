@@ -63,21 +63,34 @@ def main() -> int:
     events, features = synthetic(args.items, args.dim, args.nnz, args.sessions, args.seed)
     nnz_per_item = features.values.getnnz(axis=1).mean()
     dense_gb = args.items * args.dim * 4 / 2**30
-    print(f"# {events.n_events} events in {events.n_sessions} sessions over {args.items} items; "
-          f"features {args.dim:,} columns, {nnz_per_item:.2f} non-zeros per item")
-    print(f"# a dense float32 feature matrix would take {dense_gb:,.1f} GB; "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"# {events.n_events} events in {events.n_sessions} sessions over {args.items} items; "
+        f"features {args.dim:,} columns, {nnz_per_item:.2f} non-zeros per item"
+    )
+    print(
+        f"# a dense float32 feature matrix would take {dense_gb:,.1f} GB; "
+        f"{torch.get_num_threads()} threads"
+    )
     print("| model | train events/s | epoch seconds | peak RSS MB after |")
     print("|---|---|---|---|")
-    settings = dict(layers=(args.hidden,), feature_layers=(args.hidden,), n_epochs=1,
-                    batch_size=32, n_sample=2048, sample_alpha=0.5, learning_rate=0.1)
+    settings = dict(
+        layers=(args.hidden,),
+        feature_layers=(args.hidden,),
+        n_epochs=1,
+        batch_size=32,
+        n_sample=2048,
+        sample_alpha=0.5,
+        learning_rate=0.1,
+    )
     for model_class in (FeatureOnly, PRNN):
         started = time.perf_counter()
         model = model_class(**settings).fit(events, features={"text": features})
         seconds = time.perf_counter() - started
         report = model.history_[-1]
-        print(f"| {model_class.name} | {report.events_per_second:,.0f} | {report.seconds:.1f} | "
-              f"{peak_rss_mb():,.0f} |")
+        print(
+            f"| {model_class.name} | {report.events_per_second:,.0f} | {report.seconds:.1f} | "
+            f"{peak_rss_mb():,.0f} |"
+        )
         del model
     print(f"# total {seconds:.1f} s for the last fit (setup included)")
     return 0

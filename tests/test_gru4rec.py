@@ -134,6 +134,23 @@ def test_cross_entropy_over_distinct_rows_equals_the_spread_matrix():
         assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_cross_entropy_gradient_equals_autograd():
+    generator = torch.Generator().manual_seed(1)
+    distinct = torch.randn(3, 5, generator=generator) * 4
+    columns = torch.tensor([0, 2, 2, 1, 1, 3, 0])  # repeats, and row 4 fills no column
+    log_q = torch.randn(7, generator=generator)
+    for correction in (None, log_q):
+        leaf = distinct.clone().requires_grad_()
+        expected = losses.cross_entropy_over_distinct(leaf, columns, correction) * 0.25
+        expected.backward()
+        loss, gradient = losses.cross_entropy_over_distinct_with_gradient(
+            distinct, columns, correction, scale=0.25
+        )
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+        torch.testing.assert_close(gradient, leaf.grad)
+        assert torch.all(gradient[:, 4] == 0)
+
+
 def test_bpr_max_by_hand():
     bpreg, elu = 0.5, 0.0
     expected = 0.0
@@ -306,6 +323,97 @@ def test_training_reports_each_epoch_and_validates(caplog):
     report = model.history_[0]
     assert report.n_events == 60 * 5 and report.events_per_second > 0
     assert set(report.valid) >= {"recall@20", "mrr@20"}
+
+
+def _one_step(network, optimizer, inputs, outputs, hidden, log_q, config, hand_written):
+    from prnn.training import _autograd_step, make_loss, make_loss_and_gradient
+
+    generator = torch.Generator().manual_seed(5)  # the same dropout masks both ways
+    if not hand_written:
+        return _autograd_step(
+            network,
+            optimizer,
+            make_loss(config),
+            inputs,
+            outputs,
+            hidden,
+            generator,
+            log_q,
+            config.batch_size,
+        )
+    loss_and_gradient = make_loss_and_gradient(config)
+    return network.train_step(
+        inputs,
+        outputs,
+        hidden,
+        generator,
+        lambda scores, columns: loss_and_gradient(
+            SampledScores(scores, columns), log_q, 1.0 / config.batch_size
+        ),
+        optimizer,
+    )
+
+
+@pytest.mark.parametrize("loss", losses.LOSSES)
+@pytest.mark.parametrize(
+    "constrained, embedding, layers",
+    [(True, 0, (6,)), (False, 5, (6,)), (False, 0, (6,)), (True, 0, (6, 4)), (False, 0, (6, 4))],
+)
+def test_hand_written_backward_step_equals_autograd(loss, constrained, embedding, layers):
+    """train_step (used in training) against sampled_scores + autograd: every tensor it updates."""
+    config = GRU4RecConfig(
+        loss=loss,
+        layers=layers,
+        batch_size=4,
+        n_sample=6,
+        constrained_embedding=constrained,
+        embedding=embedding,
+        dropout_p_embed=0.3,
+        dropout_p_hidden=0.4,
+        momentum=0.5,
+        learning_rate=0.1,
+        logq=1.0,
+        bpreg=0.5,
+        elu_param=0.5 if loss == "bpr-max" else 0.0,
+    )
+    generator = torch.Generator().manual_seed(0)
+    # lanes 1 and 2 share an input; outputs repeat items and overlap the inputs
+    inputs = torch.tensor([1, 3, 3, 0])
+    outputs = torch.tensor([2, 3, 5, 1, 2, 6, 6, 0, 4, 2])
+    log_q = torch.rand(10, generator=generator) if loss == "cross-entropy" else None
+    results = []
+    for hand_written in (False, True):
+        network = GRU4RecNetwork(8, config)
+        network.reset_parameters(torch.Generator().manual_seed(1))
+        optimizer = AdagradMomentum(
+            list(network.parameters()), network.item_tables(), config.learning_rate, 0.5
+        )
+        hidden = [
+            torch.randn(4, size, generator=torch.Generator().manual_seed(2)) for size in layers
+        ]
+        # two steps: the second runs on non-zero optimiser state and momentum
+        for _ in range(2):
+            value, hidden = _one_step(
+                network, optimizer, inputs, outputs, hidden, log_q, config, hand_written
+            )
+        tensors = dict(network.state_dict())
+        for name in list(tensors):
+            accumulator, momentum = optimizer.state_of(getattr_path(network, name))
+            tensors[name + ".accumulator"], tensors[name + ".momentum"] = accumulator, momentum
+        results.append((value, hidden, tensors))
+    (loss_a, hidden_a, tensors_a), (loss_h, hidden_h, tensors_h) = results
+    assert loss_h.item() == pytest.approx(loss_a.item(), rel=1e-5)
+    for a, h in zip(hidden_a, hidden_h):
+        torch.testing.assert_close(h, a)
+    assert tensors_h.keys() == tensors_a.keys()
+    for name in tensors_a:
+        torch.testing.assert_close(tensors_h[name], tensors_a[name], msg=name)
+
+
+def getattr_path(module: torch.nn.Module, dotted: str) -> torch.Tensor:
+    for part in dotted.split("."):
+        module = getattr(module, part)
+    return module
 
 
 @pytest.mark.parametrize("constrained, embedding", [(True, 0), (False, 8), (False, 0)])

@@ -79,6 +79,41 @@ def cross_entropy_over_distinct(
     return (log_partition - target_scores).sum()
 
 
+def cross_entropy_over_distinct_with_gradient(
+    distinct_scores: torch.Tensor,
+    output_columns: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+    scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scale * cross_entropy_over_distinct(...)`` and its gradient w.r.t. ``distinct_scores``.
+
+    The gradient of softmax cross-entropy is the softmax minus the target's one-hot, so it
+    comes out of the forward pass at the cost of one subtraction; computing it here lets the
+    training step skip autograd for the output layer.
+    """
+    batch = distinct_scores.shape[0]
+    column_weight = (
+        torch.ones(len(output_columns), device=distinct_scores.device)
+        if log_q is None
+        else torch.exp(-log_q)
+    )
+    row_weight = torch.zeros(distinct_scores.shape[1], device=distinct_scores.device)
+    row_weight.index_add_(0, output_columns, column_weight)
+    logits = distinct_scores + torch.log(row_weight)[None, :]  # weight 0 -> -inf, dropped
+    largest = logits.amax(dim=1, keepdim=True)
+    softmax = logits.sub_(largest).exp_()
+    partition = softmax.sum(dim=1, keepdim=True)
+    targets = output_columns[:batch, None]
+    target_scores = distinct_scores.gather(1, targets).squeeze(1)
+    if log_q is not None:
+        target_scores = target_scores - log_q[:batch]
+    log_partition = (largest + torch.log(partition)).squeeze(1)
+    loss = (log_partition - target_scores).sum() * scale
+    gradient = softmax.mul_(scale / partition)
+    gradient.scatter_add_(1, targets, torch.full_like(target_scores[:, None], -scale))
+    return loss, gradient
+
+
 def bpr_max(scores: torch.Tensor, bpreg: float = 1.0, elu_param: float = 0.5) -> torch.Tensor:
     """BPR-max: -log sum_j softmax_j * sigmoid(r_target - r_j) + bpreg * sum_j softmax_j r_j^2.
 

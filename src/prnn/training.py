@@ -23,6 +23,7 @@ from prnn import losses
 from prnn.batching import NegativeSampler, SessionParallelSchedule, session_parallel_schedule
 from prnn.data import EventLog
 from prnn.errors import ConfigError, TrainingError
+from prnn.models.gru4rec import SampledScores
 from prnn.optim import AdagradMomentum
 
 if TYPE_CHECKING:
@@ -74,6 +75,28 @@ def make_loss(config) -> callable:
     raise ConfigError(f"unknown loss {config.loss!r}; choose from {', '.join(losses.LOSSES)}")
 
 
+def make_loss_and_gradient(config) -> callable:
+    """``(SampledScores, log_q, scale)`` -> (scale * loss, its gradient w.r.t. the distinct scores).
+
+    Cross-entropy's gradient is written out; the other losses get theirs from autograd over the
+    loss alone, which is small next to the network.
+    """
+    if config.loss == "cross-entropy":
+        return lambda scores, log_q, scale: losses.cross_entropy_over_distinct_with_gradient(
+            scores.distinct, scores.output_columns, log_q, scale
+        )
+    loss_of = make_loss(config)
+
+    def loss_and_gradient(scores, log_q, scale):
+        with torch.enable_grad():
+            leaf = scores.distinct.detach().requires_grad_()
+            loss = loss_of(SampledScores(leaf, scores.output_columns), log_q) * scale
+            (gradient,) = torch.autograd.grad(loss, leaf)
+        return loss.detach(), gradient
+
+    return loss_and_gradient
+
+
 def _apply_lane_changes(hidden: list[torch.Tensor], changes) -> list[torch.Tensor]:
     for change in changes:
         if len(change.reset):
@@ -84,6 +107,27 @@ def _apply_lane_changes(hidden: list[torch.Tensor], changes) -> list[torch.Tenso
             keep = torch.as_tensor(change.keep, device=hidden[0].device)
             hidden = [h.index_select(0, keep) for h in hidden]
     return hidden
+
+
+def _autograd_step(
+    network, optimizer, loss_of, inputs, outputs, hidden, generator, log_q, batch_size
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One training step through ``network.sampled_scores`` and autograd; (loss, new hidden)."""
+    scores, hidden, gathered = network.sampled_scores(
+        inputs, outputs, [h.detach() for h in hidden], generator
+    )
+    loss = loss_of(scores, log_q) / batch_size
+    loss.backward()
+    optimizer.step_dense()
+    for gathered_rows in gathered:
+        if gathered_rows.leaf.grad is None:  # e.g. a sparse input with no non-zeros
+            continue
+        optimizer.step_rows(
+            gathered_rows.table, gathered_rows.rows, gathered_rows.leaf.grad, gathered_rows.touched
+        )
+    for parameter in network.parameters():
+        parameter.grad = None
+    return loss.detach(), [h.detach() for h in hidden]
 
 
 def _trained_tensors(network: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -173,8 +217,12 @@ def train_session_parallel(
         log_pop = torch.log(torch.from_numpy(counts.astype(np.float32))).to(device)
         log_q = (config.logq * log_pop, config.logq * config.sample_alpha * log_pop)
     loss_of = make_loss(config)
-    dense = list(network.parameters())
-    optimizer = AdagradMomentum(dense, network.item_tables(), config.learning_rate, config.momentum)
+    # networks with a hand-written backward pass (GRU4Rec) skip autograd
+    hand_written_backward = hasattr(network, "train_step")
+    loss_and_gradient = make_loss_and_gradient(config) if hand_written_backward else None
+    optimizer = AdagradMomentum(
+        list(network.parameters()), network.item_tables(), config.learning_rate, config.momentum
+    )
     dropout_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     use_dropout = config.dropout_p_embed > 0 or config.dropout_p_hidden > 0
 
@@ -210,32 +258,36 @@ def train_session_parallel(
                 outputs = torch.cat([targets, samples])
             else:
                 outputs = targets
-            scores, hidden, gathered = network.sampled_scores(
-                inputs,
-                outputs,
-                [h.detach() for h in hidden],
-                dropout_generator if use_dropout else None,
-            )
             column_log_q = None
             if log_q is not None:
                 column_log_q = log_q[0][targets]
                 if sampler is not None:
                     column_log_q = torch.cat([column_log_q, log_q[1][samples]])
-            loss = loss_of(scores, column_log_q) / config.batch_size
-            loss.backward()
-            optimizer.step_dense()
-            for gathered_rows in gathered:
-                if gathered_rows.leaf.grad is None:  # e.g. a sparse input with no non-zeros
-                    continue
-                optimizer.step_rows(
-                    gathered_rows.table,
-                    gathered_rows.rows,
-                    gathered_rows.leaf.grad,
-                    gathered_rows.touched,
+            step_generator = dropout_generator if use_dropout else None
+            if hand_written_backward:
+                loss, hidden = network.train_step(
+                    inputs,
+                    outputs,
+                    hidden,
+                    step_generator,
+                    lambda scores, columns, log_q=column_log_q: loss_and_gradient(
+                        SampledScores(scores, columns), log_q, 1.0 / config.batch_size
+                    ),
+                    optimizer,
                 )
-            for parameter in dense:
-                parameter.grad = None
-            loss_sum += loss.detach() * (hi - lo)
+            else:
+                loss, hidden = _autograd_step(
+                    network,
+                    optimizer,
+                    loss_of,
+                    inputs,
+                    outputs,
+                    hidden,
+                    step_generator,
+                    column_log_q,
+                    config.batch_size,
+                )
+            loss_sum += loss * (hi - lo)
         bar.close()
         seconds = time.perf_counter() - started
         mean_loss = float(loss_sum) / schedule.n_targets

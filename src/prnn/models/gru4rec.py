@@ -106,6 +106,17 @@ def glorot_uniform_(tensor: torch.Tensor, fan_in: int, fan_out: int, generator) 
         return tensor.uniform_(-bound, bound, generator=generator)
 
 
+@dataclass
+class GRUGates:
+    """Activations of one GRU step, kept for the hand-written backward pass."""
+
+    r: torch.Tensor
+    z: torch.Tensor
+    candidate: torch.Tensor
+    recurrent_candidate: torch.Tensor
+    """U_c h + b_c, the recurrent product the reset gate multiplies."""
+
+
 class GRULayer(nn.Module):
     """One GRU layer; the reset gate multiplies the recurrent product (as in the reference).
 
@@ -137,15 +148,36 @@ class GRULayer(nn.Module):
         """(B, in) -> (B, 3H): the input's contribution to the three gate blocks."""
         return torch.addmm(self.bias_ih, x, self.weight_ih)
 
-    def forward(self, projected_input: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """One step. projected_input: (B, 3H) from ``project_input``; h: (B, H)."""
+    def gates(self, projected_input: torch.Tensor, h: torch.Tensor) -> GRUGates:
+        """The gate activations of one step. projected_input: (B, 3H); h: (B, H)."""
         recurrent = torch.addmm(self.bias_hh, h, self.weight_hh)  # (B, 3H)
         x_r, x_z, x_c = projected_input.chunk(3, dim=1)
         h_r, h_z, h_c = recurrent.chunk(3, dim=1)
         r = torch.sigmoid(x_r + h_r)
         z = torch.sigmoid(x_z + h_z)
-        h_candidate = torch.tanh(x_c + r * h_c)
-        return h + z * (h_candidate - h)  # = (1 - z) * h + z * h_candidate
+        return GRUGates(r, z, torch.tanh(x_c + r * h_c), h_c)
+
+    def forward(self, projected_input: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """One step. projected_input: (B, 3H) from ``project_input``; h: (B, H)."""
+        gates = self.gates(projected_input, h)
+        return h + gates.z * (gates.candidate - h)  # = (1 - z) * h + z * candidate
+
+    @staticmethod
+    def backward(
+        grad_out: torch.Tensor, h: torch.Tensor, gates: GRUGates
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients w.r.t. the projected input and the recurrent product, both (B, 3H).
+
+        The gradient w.r.t. ``h`` itself is not needed: training truncates back-propagation
+        to one step, so the carried state is a constant.
+        """
+        r, z, candidate = gates.r, gates.z, gates.candidate
+        grad_z = grad_out * (candidate - h) * z * (1 - z)
+        grad_candidate = grad_out * z * (1 - candidate * candidate)
+        grad_r = grad_candidate * gates.recurrent_candidate * r * (1 - r)
+        grad_projected = torch.cat([grad_r, grad_z, grad_candidate], dim=1)
+        grad_recurrent = torch.cat([grad_r, grad_z, grad_candidate * r], dim=1)
+        return grad_projected, grad_recurrent
 
 
 @dataclass
@@ -178,6 +210,24 @@ class SampledScores:
         return self.distinct.index_select(1, self.output_columns)
 
 
+@dataclass
+class BatchRows:
+    """The item-table rows one mini-batch touches, deduplicated.
+
+    ``rows`` index the output tables (weight and bias); output column j is distinct row
+    ``output_columns[j]``. Inputs read ``input_rows`` of the input table at ``input_columns``;
+    in constrained mode the input table is the output weight, so ``input_rows`` is None and
+    ``input_columns`` point into ``rows``.
+    """
+
+    rows: torch.Tensor
+    output_columns: torch.Tensor
+    input_rows: torch.Tensor | None
+    input_columns: torch.Tensor
+    bias_touched: torch.Tensor | None
+    """Rows whose bias the reference updates (constrained: outputs only); None = all."""
+
+
 class DistinctRows:
     """``torch.unique(items, return_inverse=True)`` for item indices, without sorting.
 
@@ -201,13 +251,24 @@ def _gather_rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return table.index_select(0, rows).requires_grad_()
 
 
-def dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Inverted dropout with an explicit generator (library code never touches global RNG)."""
+def dropout_mask(
+    like: torch.Tensor, p: float, generator: torch.Generator | None
+) -> torch.Tensor | None:
+    """Inverted-dropout multipliers (0 or 1 / (1 - p)) shaped like ``like``; None = no dropout.
+
+    Drawn from an explicit generator: library code never touches the global RNG.
+    """
     if p <= 0 or generator is None:
-        return x
+        return None
     # uniform + compare: cheaper than bernoulli_ with a generator on CPU
-    uniform = torch.rand(x.shape, generator=generator, device=x.device)
-    return x * uniform.ge_(p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    uniform = torch.rand(like.shape, generator=generator, device=like.device)
+    return uniform.ge_(p).to(like.dtype).mul_(1.0 / (1.0 - p))
+
+
+def dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Inverted dropout with an explicit generator."""
+    mask = dropout_mask(x, p, generator)
+    return x if mask is None else x * mask
 
 
 class GRU4RecNetwork(nn.Module):
@@ -278,6 +339,23 @@ class GRU4RecNetwork(nn.Module):
             new_hidden.append(x)
         return new_hidden
 
+    def _batch_rows(self, inputs: torch.Tensor, outputs: torch.Tensor) -> BatchRows:
+        if self._distinct is None or self._distinct.marked.device != inputs.device:
+            self._distinct = DistinctRows(self.n_items, inputs.device)
+        distinct = self._distinct
+        batch = len(inputs)
+        if self.mode == "constrained":
+            # inputs and outputs share the output table: one set of rows for both
+            rows, inverse = distinct(torch.cat([inputs, outputs]))
+            output_columns = inverse[batch:]
+            # the bias rows the reference touches are the outputs' only
+            is_output = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
+            is_output[output_columns] = True
+            return BatchRows(rows, output_columns, None, inverse[:batch], is_output)
+        input_rows, input_columns = distinct(inputs)
+        rows, output_columns = distinct(outputs)
+        return BatchRows(rows, output_columns, input_rows, input_columns, None)
+
     def sampled_scores(
         self,
         inputs: torch.Tensor,
@@ -285,45 +363,114 @@ class GRU4RecNetwork(nn.Module):
         hidden: list[torch.Tensor],
         generator: torch.Generator | None,
     ) -> tuple[SampledScores, list[torch.Tensor], list[GatheredRows]]:
-        """Training step: scores of the output items after the inputs.
+        """Training step for autograd: scores of the output items after the inputs.
 
         Returns the scores, the new hidden states and the gathered item rows whose gradients
-        the optimiser applies. ``generator`` drives dropout; None = no dropout.
+        the optimiser applies. ``generator`` drives dropout; None = no dropout. Training runs
+        ``train_step``, which computes the same gradients by hand; this is its reference.
         """
-        batch = len(inputs)
-        if self._distinct is None or self._distinct.marked.device != inputs.device:
-            self._distinct = DistinctRows(self.n_items, inputs.device)
-        distinct = self._distinct
+        batch_rows = self._batch_rows(inputs, outputs)
         # Each table's rows are gathered once, deduplicated: the leaf's gradient then holds
         # exactly one summed row per touched item, ready for the row-wise update.
+        weight = _gather_rows(self.output_weight, batch_rows.rows)
+        gathered = [GatheredRows(self.output_weight, batch_rows.rows, weight)]
         if self.mode == "constrained":
-            rows, inverse = distinct(torch.cat([inputs, outputs]))
-            input_columns, output_columns = inverse[:batch], inverse[batch:]
-            weight = _gather_rows(self.output_weight, rows)
-            embedded = weight.index_select(0, input_columns)
-            gathered = [GatheredRows(self.output_weight, rows, weight)]
-            # the bias rows the reference touches are the outputs' only
-            is_output = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
-            is_output[output_columns] = True
+            input_weight = weight
         else:
-            input_rows, input_columns = distinct(inputs)
-            input_weight = _gather_rows(self.input_table, input_rows)
-            embedded = input_weight.index_select(0, input_columns)
-            rows, output_columns = distinct(outputs)
-            weight = _gather_rows(self.output_weight, rows)
-            gathered = [
-                GatheredRows(self.input_table, input_rows, input_weight),
-                GatheredRows(self.output_weight, rows, weight),
-            ]
-            is_output = None
-        bias = _gather_rows(self.output_bias, rows)
-        gathered.append(GatheredRows(self.output_bias, rows, bias, is_output))
+            input_weight = _gather_rows(self.input_table, batch_rows.input_rows)
+            gathered.insert(0, GatheredRows(self.input_table, batch_rows.input_rows, input_weight))
+        embedded = input_weight.index_select(0, batch_rows.input_columns)
+        bias = _gather_rows(self.output_bias, batch_rows.rows)
+        gathered.append(
+            GatheredRows(self.output_bias, batch_rows.rows, bias, batch_rows.bias_touched)
+        )
         if self.mode != "one-hot":
             embedded = dropout(embedded, self.dropout_p_embed, generator)
         new_hidden = self._run_layers(embedded, hidden, generator)
         # score each distinct row once; the losses see the output columns through it
         distinct_scores = torch.addmm(bias.T, new_hidden[-1], weight.T)  # (B, U)
-        return SampledScores(distinct_scores, output_columns), new_hidden, gathered
+        return SampledScores(distinct_scores, batch_rows.output_columns), new_hidden, gathered
+
+    @torch.no_grad()
+    def train_step(
+        self,
+        inputs: torch.Tensor,
+        outputs: torch.Tensor,
+        hidden: list[torch.Tensor],
+        generator: torch.Generator | None,
+        loss_and_gradient,
+        optimizer,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One training step with a hand-written backward pass; returns (loss, new hidden).
+
+        Same result as ``sampled_scores`` + autograd + the optimiser (a test checks that), but
+        without building an autograd graph: with one-step truncated back-propagation the
+        backward pass is a fixed, short sequence, and the graph's bookkeeping cost more than
+        the arithmetic at GRU4Rec's sizes. ``loss_and_gradient(scores, output_columns)`` gives
+        the (scaled) loss and its gradient w.r.t. the distinct scores.
+        """
+        batch_rows = self._batch_rows(inputs, outputs)
+        rows = batch_rows.rows
+        weight = self.output_weight.index_select(0, rows)
+        bias = self.output_bias.index_select(0, rows)
+        if self.mode == "constrained":
+            embedded = weight.index_select(0, batch_rows.input_columns)
+        else:
+            embedded = self.input_table.index_select(0, batch_rows.input_rows)
+            embedded = embedded.index_select(0, batch_rows.input_columns)
+        embed_mask = None
+        if self.mode != "one-hot":
+            embed_mask = dropout_mask(embedded, self.dropout_p_embed, generator)
+            if embed_mask is not None:
+                embedded = embedded * embed_mask
+
+        x = embedded
+        caches, new_hidden = [], []
+        for index, layer in enumerate(self.layers):
+            h = hidden[index]
+            projected = x + layer.bias_ih if layer.weight_ih is None else layer.project_input(x)
+            gates = layer.gates(projected, h)
+            out = h + gates.z * (gates.candidate - h)
+            p = self.dropout_p_embed if layer.weight_ih is None else self.dropout_p_hidden
+            mask = dropout_mask(out, p, generator)
+            if mask is not None:
+                out = out * mask
+            caches.append((x, h, gates, mask))
+            new_hidden.append(out)
+            x = out
+
+        scores = torch.addmm(bias.T, x, weight.T)  # (B, U)
+        loss, grad_scores = loss_and_gradient(scores, batch_rows.output_columns)
+        grad_bias = grad_scores.sum(dim=0)[:, None]
+        grad_weight = grad_scores.T @ x
+        grad_x = grad_scores @ weight
+        for layer, (layer_input, h, gates, mask) in zip(reversed(self.layers), reversed(caches)):
+            if mask is not None:
+                grad_x = grad_x * mask
+            grad_projected, grad_recurrent = layer.backward(grad_x, h, gates)
+            layer.weight_hh.grad = h.T @ grad_recurrent
+            layer.bias_hh.grad = grad_recurrent.sum(dim=0)
+            layer.bias_ih.grad = grad_projected.sum(dim=0)
+            if layer.weight_ih is None:
+                grad_x = grad_projected  # one-hot: the gradient of layer 0's input table rows
+            else:
+                layer.weight_ih.grad = layer_input.T @ grad_projected
+                grad_x = grad_projected @ layer.weight_ih.T
+        if embed_mask is not None:
+            grad_x = grad_x * embed_mask
+
+        optimizer.step_dense()
+        for parameter in self.parameters():
+            parameter.grad = None
+        if self.mode == "constrained":
+            grad_weight.index_add_(0, batch_rows.input_columns, grad_x)
+        else:
+            grad_input = grad_x.new_zeros(len(batch_rows.input_rows), grad_x.shape[1])
+            grad_input.index_add_(0, batch_rows.input_columns, grad_x)
+            optimizer.step_rows(self.input_table, batch_rows.input_rows, grad_input)
+        optimizer.step_rows(self.output_weight, rows, grad_weight)
+        optimizer.step_rows(self.output_bias, rows, grad_bias, batch_rows.bias_touched)
+        return loss, new_hidden
 
     @torch.no_grad()
     def embed(self, items: torch.Tensor) -> torch.Tensor:

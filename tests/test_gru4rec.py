@@ -224,11 +224,14 @@ def test_row_update_leaves_rows_outside_touched_alone():
     table = torch.zeros(3, 1)
     optimizer = AdagradMomentum([], [table], learning_rate=1.0, momentum=0.9)
     optimizer.step_rows(table, torch.tensor([0, 1]), torch.tensor([[1.0], [1.0]]))
-    before_value, before_state = table.clone(), optimizer._table_state[id(table)].clone()
+    before_value = table.clone()
+    before_state = [state.clone() for state in optimizer.state_of(table)]
     touched = torch.tensor([True, False])
     optimizer.step_rows(table, torch.tensor([0, 1]), torch.tensor([[1.0], [0.0]]), touched)
     assert table[1].item() == before_value[1].item()
-    assert torch.equal(optimizer._table_state[id(table)][1], before_state[1])
+    for state, before in zip(optimizer.state_of(table), before_state):
+        assert state[1].item() == before[1].item()  # momentum would have moved it
+        assert state[0].item() != before[0].item()
     assert table[0].item() != before_value[0].item()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -144,7 +145,7 @@ def test_cross_entropy_gradient_equals_autograd():
         expected = losses.cross_entropy_over_distinct(leaf, columns, correction) * 0.25
         expected.backward()
         loss, gradient = losses.cross_entropy_over_distinct_with_gradient(
-            distinct, columns, correction, scale=0.25
+            distinct, columns, log_q=correction, scale=0.25
         )
         assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
         torch.testing.assert_close(gradient, leaf.grad)
@@ -189,13 +190,18 @@ def test_bpr_and_top1_by_hand():
 
 @pytest.mark.parametrize("name", losses.LOSSES)
 def test_losses_stay_finite_on_huge_scores(name):
-    from prnn.training import make_loss
+    from prnn.training import make_loss, make_loss_and_gradient
 
     scores = torch.tensor([[1e4, -1e4, 5e3], [-1e4, 1e4, 1e4]], requires_grad=True)
     config = GRU4RecConfig(loss=name)
     value = make_loss(config)(SampledScores(scores, torch.arange(3)), None)
     value.backward()
     assert torch.isfinite(value) and torch.isfinite(scores.grad).all()
+    # the training step's path: the loss with its gradient, without a graph
+    value, gradient = make_loss_and_gradient(config)(
+        scores.detach(), torch.arange(3), log_q=None, scale=1.0
+    )
+    assert torch.isfinite(value) and torch.isfinite(gradient).all()
 
 
 # ---- optimiser -----------------------------------------------------------------------------
@@ -344,17 +350,10 @@ def _one_step(network, optimizer, inputs, outputs, hidden, log_q, config, hand_w
             log_q,
             config.batch_size,
         )
-    loss_and_gradient = make_loss_and_gradient(config)
-    return network.train_step(
-        inputs,
-        outputs,
-        hidden,
-        generator,
-        lambda scores, columns: loss_and_gradient(
-            SampledScores(scores, columns), log_q, 1.0 / config.batch_size
-        ),
-        optimizer,
+    loss_and_gradient = functools.partial(
+        make_loss_and_gradient(config), log_q=log_q, scale=1.0 / config.batch_size
     )
+    return network.train_step(inputs, outputs, hidden, generator, loss_and_gradient, optimizer)
 
 
 @pytest.mark.parametrize("loss", losses.LOSSES)

@@ -82,6 +82,7 @@ def cross_entropy_over_distinct(
 def cross_entropy_over_distinct_with_gradient(
     distinct_scores: torch.Tensor,
     output_columns: torch.Tensor,
+    *,
     log_q: torch.Tensor | None = None,
     scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:

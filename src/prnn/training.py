@@ -10,6 +10,7 @@ reference) and zeroed for lanes that start a new session.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -76,21 +77,20 @@ def make_loss(config) -> callable:
 
 
 def make_loss_and_gradient(config) -> callable:
-    """``(SampledScores, log_q, scale)`` -> (scale * loss, its gradient w.r.t. the distinct scores).
+    """``(distinct_scores, output_columns, *, log_q, scale)`` -> (scale * loss, its gradient).
 
-    Cross-entropy's gradient is written out; the other losses get theirs from autograd over the
-    loss alone, which is small next to the network.
+    The gradient is w.r.t. the distinct scores (see ``SampledScores``). Cross-entropy's is written
+    out; the other losses get theirs from autograd over the loss alone, which is small next to
+    the network.
     """
     if config.loss == "cross-entropy":
-        return lambda scores, log_q, scale: losses.cross_entropy_over_distinct_with_gradient(
-            scores.distinct, scores.output_columns, log_q, scale
-        )
+        return losses.cross_entropy_over_distinct_with_gradient
     loss_of = make_loss(config)
 
-    def loss_and_gradient(scores, log_q, scale):
+    def loss_and_gradient(distinct_scores, output_columns, *, log_q, scale):
         with torch.enable_grad():
-            leaf = scores.distinct.detach().requires_grad_()
-            loss = loss_of(SampledScores(leaf, scores.output_columns), log_q) * scale
+            leaf = distinct_scores.detach().requires_grad_()
+            loss = loss_of(SampledScores(leaf, output_columns), log_q) * scale
             (gradient,) = torch.autograd.grad(loss, leaf)
         return loss.detach(), gradient
 
@@ -270,8 +270,8 @@ def train_session_parallel(
                     outputs,
                     hidden,
                     step_generator,
-                    lambda scores, columns, log_q=column_log_q: loss_and_gradient(
-                        SampledScores(scores, columns), log_q, 1.0 / config.batch_size
+                    functools.partial(
+                        loss_and_gradient, log_q=column_log_q, scale=1.0 / config.batch_size
                     ),
                     optimizer,
                 )

@@ -193,6 +193,24 @@ def test_epoch_flags_are_refused_for_knn_models(split_dir, tmp_path, capsys):
     assert code == 2 and "--valid only apply to models trained by epochs" in err
 
 
+def test_compile_is_refused_for_models_without_a_hand_written_step(split_dir, tmp_path, capsys):
+    code, _, err = run(
+        ["train", str(split_dir / "train.csv"), "--model", "item-knn", "--compile"]
+        + ["--out", str(tmp_path / "m")],
+        capsys,
+    )
+    assert code == 2 and "--compile only apply to models trained by epochs" in err
+    from prnn.cli import _training_options, build_parser
+    from prnn.models import Concat
+
+    args = build_parser().parse_args(
+        ["train", "x.csv", "--model", "concat", "--compile", "--out", "m"]
+    )
+    args.features = []
+    with pytest.raises(Exception, match="--compile applies to models with a hand-written"):
+        _training_options(args, Concat())
+
+
 def test_unknown_preset_names_the_closest(split_dir, tmp_path, capsys):
     code, _, err = run(
         [

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ from prnn.errors import ConfigError
 from prnn.models import GRU4Rec, GRU4RecConfig, SessionRecommender
 from prnn.models.gru4rec import GRU4RecNetwork, SampledScores
 from prnn.optim import AdagradMomentum
-from prnn.training import _apply_lane_changes
+from prnn.training import CrossEntropyStepLoss, _apply_lane_changes
 
 from .conftest import make_log
 
@@ -144,9 +144,9 @@ def test_cross_entropy_gradient_equals_autograd():
         leaf = distinct.clone().requires_grad_()
         expected = losses.cross_entropy_over_distinct(leaf, columns, correction) * 0.25
         expected.backward()
-        loss, gradient = losses.cross_entropy_over_distinct_with_gradient(
-            distinct, columns, log_q=correction, scale=0.25
-        )
+        step_loss = CrossEntropyStepLoss(scale=0.25)
+        prepared = step_loss.prepare(columns, 5, correction, batch=3)
+        loss, gradient = step_loss.value_and_gradient(distinct.clone(), *prepared)
         assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
         torch.testing.assert_close(gradient, leaf.grad)
         assert torch.all(gradient[:, 4] == 0)
@@ -190,7 +190,7 @@ def test_bpr_and_top1_by_hand():
 
 @pytest.mark.parametrize("name", losses.LOSSES)
 def test_losses_stay_finite_on_huge_scores(name):
-    from prnn.training import make_loss, make_loss_and_gradient
+    from prnn.training import make_loss, make_step_loss
 
     scores = torch.tensor([[1e4, -1e4, 5e3], [-1e4, 1e4, 1e4]], requires_grad=True)
     config = GRU4RecConfig(loss=name)
@@ -198,9 +198,9 @@ def test_losses_stay_finite_on_huge_scores(name):
     value.backward()
     assert torch.isfinite(value) and torch.isfinite(scores.grad).all()
     # the training step's path: the loss with its gradient, without a graph
-    value, gradient = make_loss_and_gradient(config)(
-        scores.detach(), torch.arange(3), log_q=None, scale=1.0
-    )
+    step_loss = make_step_loss(config)
+    prepared = step_loss.prepare(torch.arange(3), 3, None, batch=2)
+    value, gradient = step_loss.value_and_gradient(scores.detach().clone(), *prepared)
     assert torch.isfinite(value) and torch.isfinite(gradient).all()
 
 
@@ -335,7 +335,7 @@ def test_training_reports_each_epoch_and_validates(caplog):
 
 
 def _one_step(network, optimizer, inputs, outputs, hidden, log_q, config, hand_written):
-    from prnn.training import _autograd_step, make_loss, make_loss_and_gradient
+    from prnn.training import _autograd_step, make_loss, make_step_loss
 
     generator = torch.Generator().manual_seed(5)  # the same dropout masks both ways
     if not hand_written:
@@ -350,10 +350,9 @@ def _one_step(network, optimizer, inputs, outputs, hidden, log_q, config, hand_w
             log_q,
             config.batch_size,
         )
-    loss_and_gradient = functools.partial(
-        make_loss_and_gradient(config), log_q=log_q, scale=1.0 / config.batch_size
+    return network.train_step(
+        inputs, outputs, hidden, generator, make_step_loss(config), log_q, optimizer
     )
-    return network.train_step(inputs, outputs, hidden, generator, loss_and_gradient, optimizer)
 
 
 @pytest.mark.parametrize("loss", losses.LOSSES)
@@ -410,6 +409,60 @@ def test_hand_written_backward_step_equals_autograd(loss, constrained, embedding
     assert tensors_h.keys() == tensors_a.keys()
     for name in tensors_a:
         torch.testing.assert_close(tensors_h[name], tensors_a[name], msg=name)
+
+
+needs_cpp_compiler = pytest.mark.skipif(
+    not any(shutil.which(name) for name in ("g++", "c++", "clang++")),
+    reason="torch.compile on the CPU needs a C++ compiler",
+)
+
+
+@needs_cpp_compiler
+@pytest.mark.parametrize(
+    "loss, constrained, embedding", [("cross-entropy", True, 0), ("bpr-max", False, 5)]
+)
+def test_compiled_step_equals_the_eager_step(loss, constrained, embedding):
+    from prnn.training import make_step_loss
+
+    config = GRU4RecConfig(
+        loss=loss, layers=(6,), batch_size=4, n_sample=6, constrained_embedding=constrained,
+        embedding=embedding, dropout_p_embed=0.3, dropout_p_hidden=0.4, momentum=0.5,
+        learning_rate=0.1, logq=1.0, elu_param=0.5 if loss == "bpr-max" else 0.0,
+    )  # fmt: skip
+    inputs = torch.tensor([1, 3, 3, 0])
+    outputs = torch.tensor([2, 3, 5, 1, 2, 6, 6, 0, 4, 2])
+    log_q = torch.rand(10, generator=torch.Generator().manual_seed(0))
+    states = []
+    for compiled in (False, True):
+        network = GRU4RecNetwork(8, config)
+        network.reset_parameters(torch.Generator().manual_seed(1))
+        optimizer = AdagradMomentum(list(network.parameters()), network.item_tables(), 0.1, 0.5)
+        hidden = [torch.randn(4, 6, generator=torch.Generator().manual_seed(2))]
+        generator = torch.Generator().manual_seed(5)
+        for _ in range(3):
+            loss_value, hidden = network.train_step(
+                inputs, outputs, hidden, generator, make_step_loss(config), log_q, optimizer,
+                compiled=compiled,
+            )  # fmt: skip
+        states.append((loss_value, hidden, network.state_dict()))
+    (eager_loss, eager_hidden, eager_state), (loss_value, hidden, state) = states
+    assert loss_value.item() == pytest.approx(eager_loss.item(), rel=1e-5)
+    torch.testing.assert_close(hidden[0], eager_hidden[0])
+    for name, tensor in eager_state.items():
+        torch.testing.assert_close(state[name], tensor, msg=name)
+
+
+@needs_cpp_compiler
+def test_compiled_training_repeats_exactly_with_the_seed():
+    settings = dict(SMALL, n_epochs=2, dropout_p_hidden=0.3, logq=1.0, momentum=0.2)
+    first = GRU4Rec(**settings).fit(_cyclic(), compile=True)
+    second = GRU4Rec(**settings).fit(_cyclic(), compile=True)
+    assert [r.loss for r in first.history_] == [r.loss for r in second.history_]
+    for name, tensor in first.network.state_dict().items():
+        assert torch.equal(tensor, second.network.state_dict()[name]), name
+    # and it learned what the eager model learns
+    for step in range(6):
+        assert first.recommend([f"c{step}"], k=1)[0][0] == f"c{(step + 1) % 6}"
 
 
 def getattr_path(module: torch.nn.Module, dotted: str) -> torch.Tensor:

@@ -46,6 +46,24 @@ def cross_entropy(scores: torch.Tensor, log_q: torch.Tensor | None = None) -> to
     return -torch.diagonal(F.log_softmax(scores, dim=1)).sum()
 
 
+def log_row_weights(
+    output_columns: torch.Tensor, n_rows: int, log_q: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(U,) log of the weight each distinct row carries in the sampled softmax's partition.
+
+    A row filling m output columns (with logQ corrections q_j) counts sum_j exp(-q_j) times;
+    a row filling none (an input-only item) gets log 0 = -inf, which drops it.
+    """
+    column_weight = (
+        torch.ones(len(output_columns), device=output_columns.device)
+        if log_q is None
+        else torch.exp(-log_q)
+    )
+    row_weight = torch.zeros(n_rows, device=output_columns.device)
+    row_weight.index_add_(0, output_columns, column_weight)
+    return torch.log(row_weight)
+
+
 def cross_entropy_over_distinct(
     distinct_scores: torch.Tensor,
     output_columns: torch.Tensor,
@@ -62,16 +80,9 @@ def cross_entropy_over_distinct(
         output_columns: (B + S,) distinct row of each output column; column b is row b's target.
         log_q: optional (B + S,) logQ correction of each output column.
     """
-    batch = distinct_scores.shape[0]
-    column_weight = (
-        torch.ones(len(output_columns), device=distinct_scores.device)
-        if log_q is None
-        else torch.exp(-log_q)
-    )
-    row_weight = torch.zeros(distinct_scores.shape[1], device=distinct_scores.device)
-    row_weight.index_add_(0, output_columns, column_weight)
-    # rows filling no output column (inputs only) get weight 0: log 0 = -inf drops them
-    log_partition = torch.logsumexp(distinct_scores + torch.log(row_weight)[None, :], dim=1)
+    batch, n_rows = distinct_scores.shape
+    log_weight = log_row_weights(output_columns, n_rows, log_q)
+    log_partition = torch.logsumexp(distinct_scores + log_weight[None, :], dim=1)
     targets = output_columns[:batch]
     target_scores = distinct_scores.gather(1, targets[:, None]).squeeze(1)
     if log_q is not None:
@@ -79,38 +90,31 @@ def cross_entropy_over_distinct(
     return (log_partition - target_scores).sum()
 
 
-def cross_entropy_over_distinct_with_gradient(
+def cross_entropy_with_gradient(
     distinct_scores: torch.Tensor,
-    output_columns: torch.Tensor,
-    *,
-    log_q: torch.Tensor | None = None,
-    scale: float = 1.0,
+    target_columns: torch.Tensor,
+    log_row_weight: torch.Tensor,
+    target_log_q: torch.Tensor,
+    scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``scale * cross_entropy_over_distinct(...)`` and its gradient w.r.t. ``distinct_scores``.
 
-    The gradient of softmax cross-entropy is the softmax minus the target's one-hot, so it
-    comes out of the forward pass at the cost of one subtraction; computing it here lets the
-    training step skip autograd for the output layer.
+    The gradient of softmax cross-entropy is the softmax minus the target's one-hot, so it comes
+    out of the forward pass at the cost of one subtraction; the training step then needs no
+    autograd for the output layer. Takes what does not depend on the scores ready-made
+    (``log_row_weights`` of the output columns; the targets' columns and logQ corrections, zeros
+    without correction), so that this part is plain arithmetic, with no scatter-add.
     """
-    batch = distinct_scores.shape[0]
-    column_weight = (
-        torch.ones(len(output_columns), device=distinct_scores.device)
-        if log_q is None
-        else torch.exp(-log_q)
-    )
-    row_weight = torch.zeros(distinct_scores.shape[1], device=distinct_scores.device)
-    row_weight.index_add_(0, output_columns, column_weight)
-    logits = distinct_scores + torch.log(row_weight)[None, :]  # weight 0 -> -inf, dropped
+    logits = distinct_scores + log_row_weight[None, :]
     largest = logits.amax(dim=1, keepdim=True)
     softmax = logits.sub_(largest).exp_()
     partition = softmax.sum(dim=1, keepdim=True)
-    targets = output_columns[:batch, None]
-    target_scores = distinct_scores.gather(1, targets).squeeze(1)
-    if log_q is not None:
-        target_scores = target_scores - log_q[:batch]
+    targets = target_columns[:, None]
+    target_scores = distinct_scores.gather(1, targets).squeeze(1) - target_log_q
     log_partition = (largest + torch.log(partition)).squeeze(1)
     loss = (log_partition - target_scores).sum() * scale
     gradient = softmax.mul_(scale / partition)
+    # one target per row: no two writes meet, so this scatter is deterministic
     gradient.scatter_add_(1, targets, torch.full_like(target_scores[:, None], -scale))
     return loss, gradient
 

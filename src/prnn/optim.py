@@ -55,13 +55,19 @@ class AdagradMomentum:
         return self._dense_acc[index], self._dense_mom[index] if self.momentum > 0 else None
 
     @torch.no_grad()
-    def step_dense(self) -> None:
-        """Update every dense parameter that has a gradient (frozen ones have none)."""
-        chosen = [i for i, p in enumerate(self.dense) if p.grad is not None]
+    def step_dense(self, grads: list[torch.Tensor | None] | None = None) -> None:
+        """Update every dense parameter that has a gradient (frozen ones have none).
+
+        ``grads``: one gradient (or None) per dense parameter, in order; default: their
+        ``.grad``.
+        """
+        if grads is None:
+            grads = [p.grad for p in self.dense]
+        chosen = [i for i, grad in enumerate(grads) if grad is not None]
         if not chosen:
             return
         params = [self.dense[i] for i in chosen]
-        grads = [self.dense[i].grad for i in chosen]
+        grads = [grads[i] for i in chosen]
         accs = [self._dense_acc[i] for i in chosen]
         torch._foreach_addcmul_(accs, grads, grads)
         denominators = torch._foreach_add(accs, EPSILON)
@@ -84,7 +90,8 @@ class AdagradMomentum:
     ) -> None:
         """Update rows ``rows`` (unique, (U,)) of ``table`` with their gradient ``grad`` (U, D).
 
-        ``touched`` (bool, (U,)) excludes some of the rows: they keep value and state.
+        ``touched`` (a bool mask over ``rows``, or positions in it) limits the update to those
+        rows; the others keep value and state.
         """
         if touched is not None:
             rows, grad = rows[touched], grad[touched]

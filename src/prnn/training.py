@@ -10,7 +10,6 @@ reference) and zeroed for lanes that start a new session.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -76,25 +75,62 @@ def make_loss(config) -> callable:
     raise ConfigError(f"unknown loss {config.loss!r}; choose from {', '.join(losses.LOSSES)}")
 
 
-def make_loss_and_gradient(config) -> callable:
-    """``(distinct_scores, output_columns, *, log_q, scale)`` -> (scale * loss, its gradient).
+class CrossEntropyStepLoss:
+    """Cross-entropy (with logQ) for the hand-written training step, in two stages.
 
-    The gradient is w.r.t. the distinct scores (see ``SampledScores``). Cross-entropy's is written
-    out; the other losses get theirs from autograd over the loss alone, which is small next to
-    the network.
+    ``prepare`` (eager, before the scores exist) works out what depends only on the sampled
+    columns; ``value_and_gradient`` is then plain arithmetic on the scores, which
+    ``torch.compile`` takes whole and deterministically.
     """
-    if config.loss == "cross-entropy":
-        return losses.cross_entropy_over_distinct_with_gradient
-    loss_of = make_loss(config)
 
-    def loss_and_gradient(distinct_scores, output_columns, *, log_q, scale):
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def prepare(
+        self, output_columns: torch.Tensor, n_rows: int, log_q: torch.Tensor | None, batch: int
+    ) -> tuple[torch.Tensor, ...]:
+        targets = output_columns[:batch]
+        target_log_q = (
+            torch.zeros(batch, device=output_columns.device) if log_q is None else log_q[:batch]
+        )
+        return targets, losses.log_row_weights(output_columns, n_rows, log_q), target_log_q
+
+    def value_and_gradient(self, distinct_scores: torch.Tensor, *prepared: torch.Tensor):
+        """(scale * loss, its gradient w.r.t. the distinct scores)."""
+        return losses.cross_entropy_with_gradient(distinct_scores, *prepared, self.scale)
+
+
+class AutogradStepLoss:
+    """Any loss for the hand-written training step: its gradient w.r.t. the scores by autograd.
+
+    The graph is the loss alone, small next to the network; logQ applies to cross-entropy only.
+    """
+
+    def __init__(self, config, scale: float) -> None:
+        self.loss_of = make_loss(config)
+        self.scale = scale
+
+    def prepare(
+        self, output_columns: torch.Tensor, n_rows: int, log_q: torch.Tensor | None, batch: int
+    ) -> tuple[torch.Tensor, ...]:
+        return (output_columns,)
+
+    # runs eagerly inside a compiled step: autograd within torch.compile is not worth it here
+    @torch.compiler.disable
+    def value_and_gradient(self, distinct_scores: torch.Tensor, output_columns: torch.Tensor):
         with torch.enable_grad():
             leaf = distinct_scores.detach().requires_grad_()
-            loss = loss_of(SampledScores(leaf, output_columns), log_q) * scale
+            loss = self.loss_of(SampledScores(leaf, output_columns), None) * self.scale
             (gradient,) = torch.autograd.grad(loss, leaf)
         return loss.detach(), gradient
 
-    return loss_and_gradient
+
+def make_step_loss(config) -> CrossEntropyStepLoss | AutogradStepLoss:
+    """The loss of a GRU4Rec-style config for ``train_step``, divided by the batch size."""
+    scale = 1.0 / config.batch_size
+    if config.loss == "cross-entropy":
+        return CrossEntropyStepLoss(scale)
+    return AutogradStepLoss(config, scale)
 
 
 def _apply_lane_changes(hidden: list[torch.Tensor], changes) -> list[torch.Tensor]:
@@ -155,6 +191,7 @@ def train_session_parallel(
     phase=None,
     n_epochs: int | None = None,
     epoch_callback=None,
+    compile: bool = False,
 ) -> list[EpochReport]:
     """Train ``model.network`` for ``model.config.n_epochs`` epochs; returns per-epoch reports.
 
@@ -163,7 +200,8 @@ def train_session_parallel(
     epoch's weights are kept. ``phase(epoch, step)`` (0-based epoch and step in it), for networks
     of several subnets, says which are active and trainable; ``n_epochs`` overrides the
     config's epoch count (residual training runs each subnet's epochs in turn);
-    ``epoch_callback(report, network, optimizer)`` runs after each epoch.
+    ``epoch_callback(report, network, optimizer)`` runs after each epoch; ``compile`` runs the
+    step's arithmetic through ``torch.compile`` (networks with a hand-written step only).
     """
     from prnn.evaluation import evaluate
 
@@ -219,7 +257,12 @@ def train_session_parallel(
     loss_of = make_loss(config)
     # networks with a hand-written backward pass (GRU4Rec) skip autograd
     hand_written_backward = hasattr(network, "train_step")
-    loss_and_gradient = make_loss_and_gradient(config) if hand_written_backward else None
+    if compile and not hand_written_backward:
+        raise ConfigError(
+            f"compile=True needs a network with a hand-written training step (gru4rec); "
+            f"{type(network).__name__} trains through autograd"
+        )
+    step_loss = make_step_loss(config) if hand_written_backward else None
     optimizer = AdagradMomentum(
         list(network.parameters()), network.item_tables(), config.learning_rate, config.momentum
     )
@@ -270,10 +313,10 @@ def train_session_parallel(
                     outputs,
                     hidden,
                     step_generator,
-                    functools.partial(
-                        loss_and_gradient, log_q=column_log_q, scale=1.0 / config.batch_size
-                    ),
+                    step_loss,
+                    column_log_q,
                     optimizer,
+                    compiled=compile,
                 )
             else:
                 loss, hidden = _autograd_step(

@@ -124,6 +124,9 @@ class GRULayer(nn.Module):
     h_new = (1 - z) * h + z * h'. Gate blocks are stacked as [r | z | candidate].
     """
 
+    PARAMETERS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    """Parameter names, in registration order (``weight_ih`` is absent in one-hot mode)."""
+
     def __init__(self, input_size: int | None, hidden_size: int) -> None:
         super().__init__()
         self.hidden_size = hidden_size
@@ -184,8 +187,8 @@ class GRULayer(nn.Module):
 class GatheredRows:
     """Rows of an item table used by one mini-batch, as a leaf tensor that collects their grad.
 
-    ``touched`` (bool, per gathered row) limits the update to the rows the reference's own
-    table for this tensor would have touched; None = all gathered rows.
+    ``touched`` (a bool mask over the gathered rows, or positions in them) limits the update to
+    the rows the reference's own table for this tensor would have touched; None = all of them.
     """
 
     table: torch.Tensor
@@ -225,7 +228,8 @@ class BatchRows:
     input_rows: torch.Tensor | None
     input_columns: torch.Tensor
     bias_touched: torch.Tensor | None
-    """Rows whose bias the reference updates (constrained: outputs only); None = all."""
+    """Positions in ``rows`` whose bias the reference updates (constrained: the outputs' only);
+    None = all."""
 
 
 class DistinctRows:
@@ -252,22 +256,25 @@ def _gather_rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 def dropout_mask(
-    like: torch.Tensor, p: float, generator: torch.Generator | None
+    shape: tuple[int, ...],
+    p: float,
+    generator: torch.Generator | None,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor | None:
-    """Inverted-dropout multipliers (0 or 1 / (1 - p)) shaped like ``like``; None = no dropout.
+    """Inverted-dropout multipliers (0 or 1 / (1 - p)) of ``shape``; None = no dropout.
 
     Drawn from an explicit generator: library code never touches the global RNG.
     """
     if p <= 0 or generator is None:
         return None
     # uniform + compare: cheaper than bernoulli_ with a generator on CPU
-    uniform = torch.rand(like.shape, generator=generator, device=like.device)
-    return uniform.ge_(p).to(like.dtype).mul_(1.0 / (1.0 - p))
+    uniform = torch.rand(shape, generator=generator, device=device)
+    return uniform.ge_(p).float().mul_(1.0 / (1.0 - p))
 
 
 def dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
     """Inverted dropout with an explicit generator."""
-    mask = dropout_mask(x, p, generator)
+    mask = dropout_mask(x.shape, p, generator, x.device)
     return x if mask is None else x * mask
 
 
@@ -304,6 +311,7 @@ class GRU4RecNetwork(nn.Module):
             GRULayer(size_in, size) for size_in, size in zip(sizes_in, self.layer_sizes)
         )
         self._distinct: DistinctRows | None = None  # training-time helper, built on first use
+        self._compiled_arithmetic = None  # torch.compile of _step_arithmetic, built on first use
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         glorot_uniform_(self.output_weight, self.n_items, self.layer_sizes[-1], generator)
@@ -351,7 +359,8 @@ class GRU4RecNetwork(nn.Module):
             # the bias rows the reference touches are the outputs' only
             is_output = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
             is_output[output_columns] = True
-            return BatchRows(rows, output_columns, None, inverse[:batch], is_output)
+            output_positions = is_output.nonzero().squeeze(1)
+            return BatchRows(rows, output_columns, None, inverse[:batch], output_positions)
         input_rows, input_columns = distinct(inputs)
         rows, output_columns = distinct(outputs)
         return BatchRows(rows, output_columns, input_rows, input_columns, None)
@@ -398,18 +407,80 @@ class GRU4RecNetwork(nn.Module):
         outputs: torch.Tensor,
         hidden: list[torch.Tensor],
         generator: torch.Generator | None,
-        loss_and_gradient,
+        loss,
+        column_log_q: torch.Tensor | None,
         optimizer,
+        compiled: bool = False,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One training step with a hand-written backward pass; returns (loss, new hidden).
 
         Same result as ``sampled_scores`` + autograd + the optimiser (a test checks that), but
         without building an autograd graph: with one-step truncated back-propagation the
         backward pass is a fixed, short sequence, and the graph's bookkeeping cost more than
-        the arithmetic at GRU4Rec's sizes. ``loss_and_gradient(scores, output_columns)`` gives
-        the (scaled) loss and its gradient w.r.t. the distinct scores.
+        the arithmetic at GRU4Rec's sizes. ``loss`` is a step loss of ``prnn.training``
+        (``prepare`` + ``value_and_gradient``); ``column_log_q`` the outputs' logQ corrections.
+
+        What needs data-dependent shapes or the random generator (finding the distinct rows,
+        the dropout masks, the loss's preparation) runs here; the rest is
+        ``_step_arithmetic``, which ``compiled=True`` runs through ``torch.compile``.
         """
         batch_rows = self._batch_rows(inputs, outputs)
+        batch, device = len(inputs), inputs.device
+        # drawn in the order the autograd path draws them: equal seeds, equal masks
+        embed_mask = None
+        if self.mode != "one-hot":
+            embed_table = self.output_weight if self.mode == "constrained" else self.input_table
+            embed_mask = dropout_mask(
+                (batch, embed_table.shape[1]), self.dropout_p_embed, generator, device
+            )
+        layer_masks = [
+            dropout_mask(
+                (batch, size),
+                self.dropout_p_embed if layer.weight_ih is None else self.dropout_p_hidden,
+                generator,
+                device,
+            )
+            for layer, size in zip(self.layers, self.layer_sizes)
+        ]
+        prepared = loss.prepare(
+            batch_rows.output_columns, len(batch_rows.rows), column_log_q, batch
+        )
+        # the inputs' embedding gradient is summed per row by a product with their one-hot rows
+        # rather than a scatter-add, which compiled code would do with order-dependent atomics
+        n_input_rows = len(
+            batch_rows.rows if batch_rows.input_rows is None else batch_rows.input_rows
+        )
+        input_one_hot = torch.zeros(batch, n_input_rows, device=device)
+        input_one_hot[torch.arange(batch, device=device), batch_rows.input_columns] = 1.0
+        arithmetic = self._step_arithmetic
+        if compiled and batch > 1:  # a lone lane would cost a recompilation for one step
+            if self._compiled_arithmetic is None:
+                self._compiled_arithmetic = torch.compile(self._step_arithmetic, dynamic=True)
+            arithmetic = self._compiled_arithmetic
+        return arithmetic(
+            batch_rows,
+            input_one_hot,
+            hidden,
+            embed_mask,
+            layer_masks,
+            loss.value_and_gradient,
+            prepared,
+            optimizer,
+        )
+
+    @torch.no_grad()
+    def _step_arithmetic(
+        self,
+        batch_rows: BatchRows,
+        input_one_hot: torch.Tensor,
+        hidden: list[torch.Tensor],
+        embed_mask: torch.Tensor | None,
+        layer_masks: list[torch.Tensor | None],
+        value_and_gradient,
+        prepared: tuple[torch.Tensor, ...],
+        optimizer,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``train_step`` after the rows are found, the masks drawn and the loss prepared."""
         rows = batch_rows.rows
         weight = self.output_weight.index_select(0, rows)
         bias = self.output_bias.index_select(0, rows)
@@ -418,11 +489,8 @@ class GRU4RecNetwork(nn.Module):
         else:
             embedded = self.input_table.index_select(0, batch_rows.input_rows)
             embedded = embedded.index_select(0, batch_rows.input_columns)
-        embed_mask = None
-        if self.mode != "one-hot":
-            embed_mask = dropout_mask(embedded, self.dropout_p_embed, generator)
-            if embed_mask is not None:
-                embedded = embedded * embed_mask
+        if embed_mask is not None:
+            embedded = embedded * embed_mask
 
         x = embedded
         caches, new_hidden = [], []
@@ -431,8 +499,7 @@ class GRU4RecNetwork(nn.Module):
             projected = x + layer.bias_ih if layer.weight_ih is None else layer.project_input(x)
             gates = layer.gates(projected, h)
             out = h + gates.z * (gates.candidate - h)
-            p = self.dropout_p_embed if layer.weight_ih is None else self.dropout_p_hidden
-            mask = dropout_mask(out, p, generator)
+            mask = layer_masks[index]
             if mask is not None:
                 out = out * mask
             caches.append((x, h, gates, mask))
@@ -440,33 +507,37 @@ class GRU4RecNetwork(nn.Module):
             x = out
 
         scores = torch.addmm(bias.T, x, weight.T)  # (B, U)
-        loss, grad_scores = loss_and_gradient(scores, batch_rows.output_columns)
+        loss, grad_scores = value_and_gradient(scores, *prepared)
         grad_bias = grad_scores.sum(dim=0)[:, None]
         grad_weight = grad_scores.T @ x
         grad_x = grad_scores @ weight
+        layer_grads = []
         for layer, (layer_input, h, gates, mask) in zip(reversed(self.layers), reversed(caches)):
             if mask is not None:
                 grad_x = grad_x * mask
             grad_projected, grad_recurrent = layer.backward(grad_x, h, gates)
-            layer.weight_hh.grad = h.T @ grad_recurrent
-            layer.bias_hh.grad = grad_recurrent.sum(dim=0)
-            layer.bias_ih.grad = grad_projected.sum(dim=0)
+            grads = {
+                "weight_hh": h.T @ grad_recurrent,
+                "bias_ih": grad_projected.sum(dim=0),
+                "bias_hh": grad_recurrent.sum(dim=0),
+            }
             if layer.weight_ih is None:
                 grad_x = grad_projected  # one-hot: the gradient of layer 0's input table rows
             else:
-                layer.weight_ih.grad = layer_input.T @ grad_projected
+                grads["weight_ih"] = layer_input.T @ grad_projected
                 grad_x = grad_projected @ layer.weight_ih.T
+            layer_grads.insert(0, grads)
         if embed_mask is not None:
             grad_x = grad_x * embed_mask
 
-        optimizer.step_dense()
-        for parameter in self.parameters():
-            parameter.grad = None
+        # in the order of self.parameters(), as the optimiser holds them
+        optimizer.step_dense(
+            [grads[name] for grads in layer_grads for name in GRULayer.PARAMETERS if name in grads]
+        )
         if self.mode == "constrained":
-            grad_weight.index_add_(0, batch_rows.input_columns, grad_x)
+            grad_weight = torch.addmm(grad_weight, input_one_hot.T, grad_x)
         else:
-            grad_input = grad_x.new_zeros(len(batch_rows.input_rows), grad_x.shape[1])
-            grad_input.index_add_(0, batch_rows.input_columns, grad_x)
+            grad_input = input_one_hot.T @ grad_x
             optimizer.step_rows(self.input_table, batch_rows.input_rows, grad_input)
         optimizer.step_rows(self.output_weight, rows, grad_weight)
         optimizer.step_rows(self.output_bias, rows, grad_bias, batch_rows.bias_touched)
@@ -496,6 +567,7 @@ class GRU4Rec(RecurrentModel[GRU4RecConfig]):
 
     name = "gru4rec"
     config_class = GRU4RecConfig
+    compiles_training = True
 
     def _fit(
         self,
@@ -508,6 +580,7 @@ class GRU4Rec(RecurrentModel[GRU4RecConfig]):
         valid_metric: str = "recall@20",
         device: str | torch.device = "cpu",
         epoch_callback=None,
+        compile: bool = False,
     ) -> None:
         self._train(
             GRU4RecNetwork(self.n_items, self.config),
@@ -519,6 +592,7 @@ class GRU4Rec(RecurrentModel[GRU4RecConfig]):
             patience=patience,
             valid_metric=valid_metric,
             epoch_callback=epoch_callback,
+            compile=compile,
         )
 
     # ---- persistence: the network's state dict (RecurrentModel._tensors) --------------------

@@ -6,6 +6,8 @@ conservative ties) and prints a table against the reference's figures measured o
 machine (issue 3). Takes about 1-2 minutes per run on 2 CPU cores:
 
     python benchmarks/gru4rec_parity.py ../shared/data/rsc15_100k/events.csv.gz --seeds 1,2,3
+
+``--compile`` trains with ``compile=True``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def main() -> int:
     parser.add_argument("events", help="rsc15_100k events.csv.gz (with its split column)")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
     parser.add_argument("--presets", default=",".join(name for name, _, _ in REFERENCE))
+    parser.add_argument(
+        "--compile", action="store_true", help="train with compile=True (torch.compile)"
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     wanted = set(args.presets.split(","))
@@ -43,7 +48,7 @@ def main() -> int:
         for seed in seeds:
             config = build_config(GRU4RecConfig, {**read_preset(preset), "seed": seed}, preset)
             started = time.perf_counter()
-            model = GRU4Rec(config).fit(train)
+            model = GRU4Rec(config).fit(train, compile=args.compile)
             result = evaluate(model, test)
             recalls.append(result.metrics["recall@20"])
             mrrs.append(result.metrics["mrr@20"])

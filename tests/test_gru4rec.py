@@ -465,6 +465,16 @@ def test_compiled_training_repeats_exactly_with_the_seed():
         assert first.recommend([f"c{step}"], k=1)[0][0] == f"c{(step + 1) % 6}"
 
 
+def test_compile_with_an_autograd_loss_warns_and_trains_uncompiled(caplog):
+    settings = dict(SMALL, n_epochs=1, loss="bpr-max")
+    with caplog.at_level("WARNING", logger="prnn.training"):
+        model = GRU4Rec(**settings).fit(_cyclic(), compile=True)
+    assert "cross-entropy only; training bpr-max uncompiled" in caplog.text
+    assert model.network._compiled_arithmetic is None
+    uncompiled = GRU4Rec(**settings).fit(_cyclic())
+    assert torch.equal(model.network.output_weight, uncompiled.network.output_weight)
+
+
 def getattr_path(module: torch.nn.Module, dotted: str) -> torch.Tensor:
     for part in dotted.split("."):
         module = getattr(module, part)

@@ -509,7 +509,7 @@ class GRU4RecNetwork(nn.Module):
         scores = torch.addmm(bias.T, x, weight.T)  # (B, U)
         loss, grad_scores = value_and_gradient(scores, *prepared)
         grad_bias = grad_scores.sum(dim=0)[:, None]
-        last_hidden = x
+        grad_weight = grad_scores.T @ x
         grad_x = grad_scores @ weight
         layer_grads = []
         for layer, (layer_input, h, gates, mask) in zip(reversed(self.layers), reversed(caches)):
@@ -535,12 +535,8 @@ class GRU4RecNetwork(nn.Module):
             [grads[name] for grads in layer_grads for name in GRULayer.PARAMETERS if name in grads]
         )
         if self.mode == "constrained":
-            # the shared rows' gradient as output and as input in one product:
-            # dS^T h + onehot^T dx = [dS; onehot]^T [h; dx]
-            stacked_left = torch.cat([grad_scores, input_one_hot])  # (2B, U)
-            grad_weight = stacked_left.T @ torch.cat([last_hidden, grad_x])
+            grad_weight = torch.addmm(grad_weight, input_one_hot.T, grad_x)
         else:
-            grad_weight = grad_scores.T @ last_hidden
             grad_input = input_one_hot.T @ grad_x
             optimizer.step_rows(self.input_table, batch_rows.input_rows, grad_input)
         optimizer.step_rows(self.output_weight, rows, grad_weight)

@@ -562,8 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     epochs.add_argument(
         "--compile",
         action="store_true",
-        help="gru4rec: run the training step through torch.compile (faster after a one-off "
-        "compilation of 10-30 s; needs a C++ compiler on CPU)",
+        help="gru4rec with cross-entropy: run the training step through torch.compile "
+        "(faster after a one-off compilation of 5-20 s; needs a C++ compiler on CPU)",
     )
     _add_event_columns(train)
     train.set_defaults(handler=command_train)

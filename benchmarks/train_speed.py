@@ -15,6 +15,9 @@ table then compares median events/s and gives the speed-up:
     python benchmarks/train_speed.py ../shared/data/rsc15_100k/events.csv.gz \
         --train-where split=train --preset rsc15 --epochs 3 --reference ../GRU4Rec_PyTorch_Official
 
+``--compile`` trains prnn with ``compile=True`` (torch.compile); its first epoch then includes
+the compilation, so the comparison also gives medians over epochs 2 and later.
+
 Run nothing else heavy at the same time: two PyTorch processes on two cores slow each other
 down by far more than half.
 """

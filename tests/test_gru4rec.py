@@ -355,14 +355,14 @@ def _one_step(network, optimizer, inputs, outputs, hidden, log_q, config, hand_w
     )
 
 
-@pytest.mark.parametrize("loss", losses.LOSSES)
-@pytest.mark.parametrize(
-    "constrained, embedding, layers",
-    [(True, 0, (6,)), (False, 5, (6,)), (False, 0, (6,)), (True, 0, (6, 4)), (False, 0, (6, 4))],
-)
-def test_hand_written_backward_step_equals_autograd(loss, constrained, embedding, layers):
-    """train_step (used in training) against sampled_scores + autograd: every tensor it updates."""
-    config = GRU4RecConfig(
+# one mini-batch for the step tests: lanes 1 and 2 share an input; outputs repeat items and
+# overlap the inputs
+STEP_INPUTS = torch.tensor([1, 3, 3, 0])
+STEP_OUTPUTS = torch.tensor([2, 3, 5, 1, 2, 6, 6, 0, 4, 2])
+
+
+def _step_config(loss, constrained, embedding, layers=(6,)) -> GRU4RecConfig:
+    return GRU4RecConfig(
         loss=loss,
         layers=layers,
         batch_size=4,
@@ -377,25 +377,38 @@ def test_hand_written_backward_step_equals_autograd(loss, constrained, embedding
         bpreg=0.5,
         elu_param=0.5 if loss == "bpr-max" else 0.0,
     )
+
+
+def _fresh_step_state(config):
+    """(network, optimiser, hidden) for 8 items, the same for every call with the config."""
+    network = GRU4RecNetwork(8, config)
+    network.reset_parameters(torch.Generator().manual_seed(1))
+    optimizer = AdagradMomentum(
+        list(network.parameters()), network.item_tables(), config.learning_rate, config.momentum
+    )
+    hidden = [
+        torch.randn(4, size, generator=torch.Generator().manual_seed(2)) for size in config.layers
+    ]
+    return network, optimizer, hidden
+
+
+@pytest.mark.parametrize("loss", losses.LOSSES)
+@pytest.mark.parametrize(
+    "constrained, embedding, layers",
+    [(True, 0, (6,)), (False, 5, (6,)), (False, 0, (6,)), (True, 0, (6, 4)), (False, 0, (6, 4))],
+)
+def test_hand_written_backward_step_equals_autograd(loss, constrained, embedding, layers):
+    """train_step (used in training) against sampled_scores + autograd: every tensor it updates."""
+    config = _step_config(loss, constrained, embedding, layers)
     generator = torch.Generator().manual_seed(0)
-    # lanes 1 and 2 share an input; outputs repeat items and overlap the inputs
-    inputs = torch.tensor([1, 3, 3, 0])
-    outputs = torch.tensor([2, 3, 5, 1, 2, 6, 6, 0, 4, 2])
     log_q = torch.rand(10, generator=generator) if loss == "cross-entropy" else None
     results = []
     for hand_written in (False, True):
-        network = GRU4RecNetwork(8, config)
-        network.reset_parameters(torch.Generator().manual_seed(1))
-        optimizer = AdagradMomentum(
-            list(network.parameters()), network.item_tables(), config.learning_rate, 0.5
-        )
-        hidden = [
-            torch.randn(4, size, generator=torch.Generator().manual_seed(2)) for size in layers
-        ]
+        network, optimizer, hidden = _fresh_step_state(config)
         # two steps: the second runs on non-zero optimiser state and momentum
         for _ in range(2):
             value, hidden = _one_step(
-                network, optimizer, inputs, outputs, hidden, log_q, config, hand_written
+                network, optimizer, STEP_INPUTS, STEP_OUTPUTS, hidden, log_q, config, hand_written
             )
         tensors = dict(network.state_dict())
         for name in list(tensors):
@@ -424,26 +437,23 @@ needs_cpp_compiler = pytest.mark.skipif(
 def test_compiled_step_equals_the_eager_step(loss, constrained, embedding):
     from prnn.training import make_step_loss
 
-    config = GRU4RecConfig(
-        loss=loss, layers=(6,), batch_size=4, n_sample=6, constrained_embedding=constrained,
-        embedding=embedding, dropout_p_embed=0.3, dropout_p_hidden=0.4, momentum=0.5,
-        learning_rate=0.1, logq=1.0, elu_param=0.5 if loss == "bpr-max" else 0.0,
-    )  # fmt: skip
-    inputs = torch.tensor([1, 3, 3, 0])
-    outputs = torch.tensor([2, 3, 5, 1, 2, 6, 6, 0, 4, 2])
+    config = _step_config(loss, constrained, embedding)
     log_q = torch.rand(10, generator=torch.Generator().manual_seed(0))
     states = []
     for compiled in (False, True):
-        network = GRU4RecNetwork(8, config)
-        network.reset_parameters(torch.Generator().manual_seed(1))
-        optimizer = AdagradMomentum(list(network.parameters()), network.item_tables(), 0.1, 0.5)
-        hidden = [torch.randn(4, 6, generator=torch.Generator().manual_seed(2))]
+        network, optimizer, hidden = _fresh_step_state(config)
         generator = torch.Generator().manual_seed(5)
         for _ in range(3):
             loss_value, hidden = network.train_step(
-                inputs, outputs, hidden, generator, make_step_loss(config), log_q, optimizer,
+                STEP_INPUTS,
+                STEP_OUTPUTS,
+                hidden,
+                generator,
+                make_step_loss(config),
+                log_q,
+                optimizer,
                 compiled=compiled,
-            )  # fmt: skip
+            )
         states.append((loss_value, hidden, network.state_dict()))
     (eager_loss, eager_hidden, eager_state), (loss_value, hidden, state) = states
     assert loss_value.item() == pytest.approx(eager_loss.item(), rel=1e-5)

@@ -148,7 +148,13 @@ class GRULayer(nn.Module):
             self.bias_hh.zero_()
 
     def project_input(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in) -> (B, 3H): the input's contribution to the three gate blocks."""
+        """(B, in) -> (B, 3H): the input's contribution to the three gate blocks.
+
+        Without ``weight_ih`` (one-hot input) ``x`` is already the projection (an item table's
+        rows) and only the bias is added.
+        """
+        if self.weight_ih is None:
+            return x + self.bias_ih
         return torch.addmm(self.bias_ih, x, self.weight_ih)
 
     def gates(self, projected_input: torch.Tensor, h: torch.Tensor) -> GRUGates:
@@ -331,6 +337,11 @@ class GRU4RecNetwork(nn.Module):
         device = self.output_weight.device
         return [torch.zeros(n_lanes, size, device=device) for size in self.layer_sizes]
 
+    def _dropout_p(self, layer: GRULayer) -> float:
+        """Drop probability on a layer's output: in one-hot mode layer 0 plays the embedding,
+        so it gets the embedding's dropout."""
+        return self.dropout_p_embed if layer.weight_ih is None else self.dropout_p_hidden
+
     def _run_layers(
         self, embedded: torch.Tensor, hidden: list[torch.Tensor], generator
     ) -> list[torch.Tensor]:
@@ -338,12 +349,8 @@ class GRU4RecNetwork(nn.Module):
         new_hidden = []
         x = embedded
         for index, layer in enumerate(self.layers):
-            # one-hot mode: the input table row is layer 0's input projection (W x), bias apart
-            projected = x + layer.bias_ih if layer.weight_ih is None else layer.project_input(x)
-            x = layer(projected, hidden[index])
-            # one-hot mode: layer 0 plays the embedding, so it gets the embedding's dropout
-            p = self.dropout_p_embed if layer.weight_ih is None else self.dropout_p_hidden
-            x = dropout(x, p, generator)
+            x = layer(layer.project_input(x), hidden[index])
+            x = dropout(x, self._dropout_p(layer), generator)
             new_hidden.append(x)
         return new_hidden
 
@@ -434,12 +441,7 @@ class GRU4RecNetwork(nn.Module):
                 (batch, embed_table.shape[1]), self.dropout_p_embed, generator, device
             )
         layer_masks = [
-            dropout_mask(
-                (batch, size),
-                self.dropout_p_embed if layer.weight_ih is None else self.dropout_p_hidden,
-                generator,
-                device,
-            )
+            dropout_mask((batch, size), self._dropout_p(layer), generator, device)
             for layer, size in zip(self.layers, self.layer_sizes)
         ]
         prepared = loss.prepare(
@@ -496,8 +498,7 @@ class GRU4RecNetwork(nn.Module):
         caches, new_hidden = [], []
         for index, layer in enumerate(self.layers):
             h = hidden[index]
-            projected = x + layer.bias_ih if layer.weight_ih is None else layer.project_input(x)
-            gates = layer.gates(projected, h)
+            gates = layer.gates(layer.project_input(x), h)
             out = h + gates.z * (gates.candidate - h)
             mask = layer_masks[index]
             if mask is not None:

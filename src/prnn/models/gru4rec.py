@@ -236,6 +236,24 @@ class BatchRows:
     bias_touched: torch.Tensor | None
     """Positions in ``rows`` whose bias the reference updates (constrained: the outputs' only);
     None = all."""
+    input_positions: torch.Tensor | None = None
+    """Constrained mode: the distinct positions in ``rows`` the inputs read, sorted."""
+    input_slots: torch.Tensor | None = None
+    """Constrained mode: each input's index into ``input_positions``."""
+
+    def input_one_hot(self) -> torch.Tensor:
+        """(B, distinct inputs) one-hot of each input's distinct input row.
+
+        Its transpose sums the inputs' embedding gradients per row by a product, not a
+        scatter-add, which compiled code would do with order-dependent atomics.
+        """
+        if self.input_positions is None:
+            slots, n_distinct = self.input_columns, len(self.input_rows)
+        else:
+            slots, n_distinct = self.input_slots, len(self.input_positions)
+        one_hot = torch.zeros(len(slots), n_distinct, device=slots.device)
+        one_hot[torch.arange(len(slots), device=slots.device), slots] = 1.0
+        return one_hot
 
 
 class DistinctRows:
@@ -362,12 +380,22 @@ class GRU4RecNetwork(nn.Module):
         if self.mode == "constrained":
             # inputs and outputs share the output table: one set of rows for both
             rows, inverse = distinct(torch.cat([inputs, outputs]))
-            output_columns = inverse[batch:]
+            output_columns, input_columns = inverse[batch:], inverse[:batch]
             # the bias rows the reference touches are the outputs' only
             is_output = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
             is_output[output_columns] = True
             output_positions = is_output.nonzero().squeeze(1)
-            return BatchRows(rows, output_columns, None, inverse[:batch], output_positions)
+            # B values at most: a sort is cheaper than the (I,) marking pass
+            input_positions, input_slots = torch.unique(input_columns, return_inverse=True)
+            return BatchRows(
+                rows,
+                output_columns,
+                None,
+                input_columns,
+                output_positions,
+                input_positions,
+                input_slots,
+            )
         input_rows, input_columns = distinct(inputs)
         rows, output_columns = distinct(outputs)
         return BatchRows(rows, output_columns, input_rows, input_columns, None)
@@ -447,13 +475,7 @@ class GRU4RecNetwork(nn.Module):
         prepared = loss.prepare(
             batch_rows.output_columns, len(batch_rows.rows), column_log_q, batch
         )
-        # the inputs' embedding gradient is summed per row by a product with their one-hot rows
-        # rather than a scatter-add, which compiled code would do with order-dependent atomics
-        n_input_rows = len(
-            batch_rows.rows if batch_rows.input_rows is None else batch_rows.input_rows
-        )
-        input_one_hot = torch.zeros(batch, n_input_rows, device=device)
-        input_one_hot[torch.arange(batch, device=device), batch_rows.input_columns] = 1.0
+        input_one_hot = batch_rows.input_one_hot()
         arithmetic = self._step_arithmetic
         if compiled and batch > 1:  # a lone lane would cost a recompilation for one step
             if self._compiled_arithmetic is None:
@@ -535,10 +557,11 @@ class GRU4RecNetwork(nn.Module):
         optimizer.step_dense(
             [grads[name] for grads in layer_grads for name in GRULayer.PARAMETERS if name in grads]
         )
+        grad_input = input_one_hot.T @ grad_x  # (distinct inputs, D): summed per row
         if self.mode == "constrained":
-            grad_weight = torch.addmm(grad_weight, input_one_hot.T, grad_x)
+            # distinct positions: no two additions meet, so the result is order-free
+            grad_weight = grad_weight.index_add(0, batch_rows.input_positions, grad_input)
         else:
-            grad_input = input_one_hot.T @ grad_x
             optimizer.step_rows(self.input_table, batch_rows.input_rows, grad_input)
         optimizer.step_rows(self.output_weight, rows, grad_weight)
         optimizer.step_rows(self.output_bias, rows, grad_bias, batch_rows.bias_touched)

@@ -145,7 +145,8 @@ def test_cross_entropy_gradient_equals_autograd():
         expected = losses.cross_entropy_over_distinct(leaf, columns, correction) * 0.25
         expected.backward()
         step_loss = CrossEntropyStepLoss(scale=0.25)
-        prepared = step_loss.prepare(columns, 5, correction, batch=3)
+        target_log_q = torch.zeros(3) if correction is None else correction[:3]
+        prepared = (columns[:3], losses.log_row_weights(columns, 5, correction), target_log_q)
         loss, gradient = step_loss.value_and_gradient(distinct.clone(), *prepared)
         assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
         torch.testing.assert_close(gradient, leaf.grad)
@@ -198,8 +199,19 @@ def test_losses_stay_finite_on_huge_scores(name):
     value.backward()
     assert torch.isfinite(value) and torch.isfinite(scores.grad).all()
     # the training step's path: the loss with its gradient, without a graph
+    from prnn.models.gru4rec import BatchRows
+    from prnn.step_plan import StepBatch
+
+    columns = torch.arange(3)
+    step = StepBatch(
+        rows=BatchRows(columns, columns, None, torch.tensor([0, 1]), None),
+        embed_mask=None,
+        layer_masks=[],
+        log_row_weight=losses.log_row_weights(columns, 3),
+        target_log_q=torch.zeros(2),
+    )
     step_loss = make_step_loss(config)
-    prepared = step_loss.prepare(torch.arange(3), 3, None, batch=2)
+    prepared = step_loss.prepared(step)
     value, gradient = step_loss.value_and_gradient(scores.detach().clone(), *prepared)
     assert torch.isfinite(value) and torch.isfinite(gradient).all()
 
@@ -334,31 +346,56 @@ def test_training_reports_each_epoch_and_validates(caplog):
     assert set(report.valid) >= {"recall@20", "mrr@20"}
 
 
-def _one_step(network, optimizer, inputs, outputs, hidden, log_q, config, hand_written):
+def _one_step(network, optimizer, hidden, log_q, config, hand_written):
+    """One training step on STEP_INPUTS / STEP_OUTPUTS, by autograd or by ``train_step``."""
     from prnn.training import _autograd_step, make_loss, make_step_loss
 
     generator = torch.Generator().manual_seed(5)  # the same dropout masks both ways
     if not hand_written:
+        column_log_q = None
+        if log_q is not None:
+            column_log_q = torch.cat([log_q[0][STEP_TARGETS], log_q[1][STEP_SAMPLES]])
         return _autograd_step(
             network,
             optimizer,
             make_loss(config),
-            inputs,
-            outputs,
+            STEP_INPUTS,
+            STEP_OUTPUTS,
             hidden,
             generator,
-            log_q,
+            column_log_q,
             config.batch_size,
         )
-    return network.train_step(
-        inputs, outputs, hidden, generator, make_step_loss(config), log_q, optimizer
+    step_loss = make_step_loss(config)
+    step = _planned_step(network, step_loss, log_q, generator)
+    return network.train_step(step, hidden, step_loss, optimizer)
+
+
+def _planned_step(network, step_loss, log_q, generator):
+    from prnn.step_plan import plan_steps
+
+    embed_dropout, layer_dropout = network.dropout_specs()
+    (step,) = plan_steps(
+        mode=network.mode,
+        n_items=network.n_items,
+        inputs=STEP_INPUTS,
+        targets=STEP_TARGETS,
+        sizes=[len(STEP_INPUTS)],
+        samples=STEP_SAMPLES[None, :],
+        log_q=log_q,
+        with_row_weights=step_loss.needs_row_weights,
+        embed_dropout=embed_dropout,
+        layer_dropout=layer_dropout,
+        generator=generator,
     )
+    return step
 
 
 # one mini-batch for the step tests: lanes 1 and 2 share an input; outputs repeat items and
 # overlap the inputs
 STEP_INPUTS = torch.tensor([1, 3, 3, 0])
 STEP_OUTPUTS = torch.tensor([2, 3, 5, 1, 2, 6, 6, 0, 4, 2])
+STEP_TARGETS, STEP_SAMPLES = STEP_OUTPUTS[:4], STEP_OUTPUTS[4:]
 
 
 def _step_config(loss, constrained, embedding, layers=(6,)) -> GRU4RecConfig:
@@ -377,6 +414,12 @@ def _step_config(loss, constrained, embedding, layers=(6,)) -> GRU4RecConfig:
         bpreg=0.5,
         elu_param=0.5 if loss == "bpr-max" else 0.0,
     )
+
+
+def _step_log_q() -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-item logQ corrections of 8 items: (for targets, for samples)."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(8, generator=generator), torch.rand(8, generator=generator)
 
 
 def _fresh_step_state(config):
@@ -400,16 +443,13 @@ def _fresh_step_state(config):
 def test_hand_written_backward_step_equals_autograd(loss, constrained, embedding, layers):
     """train_step (used in training) against sampled_scores + autograd: every tensor it updates."""
     config = _step_config(loss, constrained, embedding, layers)
-    generator = torch.Generator().manual_seed(0)
-    log_q = torch.rand(10, generator=generator) if loss == "cross-entropy" else None
+    log_q = _step_log_q() if loss == "cross-entropy" else None
     results = []
     for hand_written in (False, True):
         network, optimizer, hidden = _fresh_step_state(config)
         # two steps: the second runs on non-zero optimiser state and momentum
         for _ in range(2):
-            value, hidden = _one_step(
-                network, optimizer, STEP_INPUTS, STEP_OUTPUTS, hidden, log_q, config, hand_written
-            )
+            value, hidden = _one_step(network, optimizer, hidden, log_q, config, hand_written)
         tensors = dict(network.state_dict())
         for name in list(tensors):
             accumulator, momentum = optimizer.state_of(getattr_path(network, name))
@@ -438,21 +478,15 @@ def test_compiled_step_equals_the_eager_step(loss, constrained, embedding):
     from prnn.training import make_step_loss
 
     config = _step_config(loss, constrained, embedding)
-    log_q = torch.rand(10, generator=torch.Generator().manual_seed(0))
+    step_loss = make_step_loss(config)
     states = []
     for compiled in (False, True):
         network, optimizer, hidden = _fresh_step_state(config)
         generator = torch.Generator().manual_seed(5)
         for _ in range(3):
+            step = _planned_step(network, step_loss, _step_log_q(), generator)
             loss_value, hidden = network.train_step(
-                STEP_INPUTS,
-                STEP_OUTPUTS,
-                hidden,
-                generator,
-                make_step_loss(config),
-                log_q,
-                optimizer,
-                compiled=compiled,
+                step, hidden, step_loss, optimizer, compiled=compiled
             )
         states.append((loss_value, hidden, network.state_dict()))
     (eager_loss, eager_hidden, eager_state), (loss_value, hidden, state) = states

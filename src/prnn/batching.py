@@ -163,3 +163,15 @@ class NegativeSampler:
         sample = self._store[self._next]
         self._next += 1
         return sample
+
+    def draw_many(self, n_batches: int) -> torch.Tensor:
+        """(n_batches, n_sample): the samples of ``n_batches`` calls of ``draw``, at once."""
+        parts = []
+        while n_batches > 0:
+            if self._next >= len(self._store):
+                self._refill()
+            taken = self._store[self._next : self._next + n_batches]
+            self._next += len(taken)
+            n_batches -= len(taken)
+            parts.append(taken)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)

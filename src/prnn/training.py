@@ -25,6 +25,7 @@ from prnn.data import EventLog
 from prnn.errors import ConfigError, TrainingError
 from prnn.models.gru4rec import SampledScores
 from prnn.optim import AdagradMomentum
+from prnn.step_plan import CHUNK_STEPS, StepBatch, plan_steps
 
 if TYPE_CHECKING:
     from prnn.models.gru4rec import GRU4Rec
@@ -76,24 +77,21 @@ def make_loss(config) -> callable:
 
 
 class CrossEntropyStepLoss:
-    """Cross-entropy (with logQ) for the hand-written training step, in two stages.
+    """Cross-entropy (with logQ) for the hand-written training step.
 
-    ``prepare`` (eager, before the scores exist) works out what depends only on the sampled
-    columns; ``value_and_gradient`` is then plain arithmetic on the scores, which
-    ``torch.compile`` takes whole and deterministically.
+    What depends only on the sampled columns (each distinct row's weight in the partition
+    function, the targets' corrections) comes ready-made with the planned step;
+    ``value_and_gradient`` is then plain arithmetic on the scores, which ``torch.compile``
+    takes whole and deterministically.
     """
+
+    needs_row_weights = True
 
     def __init__(self, scale: float) -> None:
         self.scale = scale
 
-    def prepare(
-        self, output_columns: torch.Tensor, n_rows: int, log_q: torch.Tensor | None, batch: int
-    ) -> tuple[torch.Tensor, ...]:
-        targets = output_columns[:batch]
-        target_log_q = (
-            torch.zeros(batch, device=output_columns.device) if log_q is None else log_q[:batch]
-        )
-        return targets, losses.log_row_weights(output_columns, n_rows, log_q), target_log_q
+    def prepared(self, step: StepBatch) -> tuple[torch.Tensor, ...]:
+        return step.rows.output_columns[: step.batch], step.log_row_weight, step.target_log_q
 
     def value_and_gradient(self, distinct_scores: torch.Tensor, *prepared: torch.Tensor):
         """(scale * loss, its gradient w.r.t. the distinct scores)."""
@@ -106,14 +104,14 @@ class AutogradStepLoss:
     The graph is the loss alone, small next to the network; logQ applies to cross-entropy only.
     """
 
+    needs_row_weights = False
+
     def __init__(self, config, scale: float) -> None:
         self.loss_of = make_loss(config)
         self.scale = scale
 
-    def prepare(
-        self, output_columns: torch.Tensor, n_rows: int, log_q: torch.Tensor | None, batch: int
-    ) -> tuple[torch.Tensor, ...]:
-        return (output_columns,)
+    def prepared(self, step: StepBatch) -> tuple[torch.Tensor, ...]:
+        return (step.rows.output_columns,)
 
     # runs eagerly inside a compiled step: autograd within torch.compile is not worth it here
     @torch.compiler.disable
@@ -275,6 +273,26 @@ def train_session_parallel(
     )
     dropout_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     use_dropout = config.dropout_p_embed > 0 or config.dropout_p_hidden > 0
+    step_sizes = np.diff(schedule.step_offsets).tolist()
+
+    def plan_chunk(first: int) -> list[StepBatch]:
+        """The planned steps ``first`` to ``first + CHUNK_STEPS`` (hand-written step only)."""
+        last = min(first + CHUNK_STEPS, schedule.n_steps)
+        lo, hi = step_offsets[first], step_offsets[last]
+        embed_dropout, layer_dropout = network.dropout_specs()
+        return plan_steps(
+            mode=network.mode,
+            n_items=network.n_items,
+            inputs=step_inputs[lo:hi],
+            targets=step_targets[lo:hi],
+            sizes=step_sizes[first:last],
+            samples=None if sampler is None else sampler.draw_many(last - first),
+            log_q=log_q,
+            with_row_weights=step_loss.needs_row_weights,
+            embed_dropout=embed_dropout,
+            layer_dropout=layer_dropout,
+            generator=dropout_generator if use_dropout else None,
+        )
 
     reports: list[EpochReport] = []
     best_value, best_state, epochs_without_gain = -np.inf, None, 0
@@ -302,30 +320,22 @@ def train_session_parallel(
             if changes:
                 hidden = _apply_lane_changes(hidden, changes)
             lo, hi = step_offsets[step], step_offsets[step + 1]
-            inputs, targets = step_inputs[lo:hi], step_targets[lo:hi]
-            if sampler is not None:
-                samples = sampler.draw()
-                outputs = torch.cat([targets, samples])
-            else:
-                outputs = targets
-            column_log_q = None
-            if log_q is not None:
-                column_log_q = log_q[0][targets]
-                if sampler is not None:
-                    column_log_q = torch.cat([column_log_q, log_q[1][samples]])
-            step_generator = dropout_generator if use_dropout else None
             if hand_written_backward:
+                if step % CHUNK_STEPS == 0:
+                    planned = plan_chunk(step)
                 loss, hidden = network.train_step(
-                    inputs,
-                    outputs,
-                    hidden,
-                    step_generator,
-                    step_loss,
-                    column_log_q,
-                    optimizer,
-                    compiled=compile,
+                    planned[step % CHUNK_STEPS], hidden, step_loss, optimizer, compiled=compile
                 )
             else:
+                inputs, targets = step_inputs[lo:hi], step_targets[lo:hi]
+                outputs, column_log_q = targets, None
+                if sampler is not None:
+                    samples = sampler.draw()
+                    outputs = torch.cat([targets, samples])
+                if log_q is not None:
+                    column_log_q = log_q[0][targets]
+                    if sampler is not None:
+                        column_log_q = torch.cat([column_log_q, log_q[1][samples]])
                 loss, hidden = _autograd_step(
                     network,
                     optimizer,
@@ -333,7 +343,7 @@ def train_session_parallel(
                     inputs,
                     outputs,
                     hidden,
-                    step_generator,
+                    dropout_generator if use_dropout else None,
                     column_log_q,
                     config.batch_size,
                 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from prnn.data import EventLog
 from prnn.errors import ConfigError
 from prnn.losses import LOSSES
 from prnn.models.recurrent import RecurrentModel
+
+if TYPE_CHECKING:
+    from prnn.step_plan import StepBatch
 
 
 @dataclass(frozen=True)
@@ -251,9 +255,9 @@ class BatchRows:
             slots, n_distinct = self.input_columns, len(self.input_rows)
         else:
             slots, n_distinct = self.input_slots, len(self.input_positions)
-        one_hot = torch.zeros(len(slots), n_distinct, device=slots.device)
-        one_hot[torch.arange(len(slots), device=slots.device), slots] = 1.0
-        return one_hot
+        # a comparison, not an indexed write: plain arithmetic for torch.compile
+        distinct = torch.arange(n_distinct, device=slots.device)
+        return (slots[:, None] == distinct[None, :]).float()
 
 
 class DistinctRows:
@@ -294,6 +298,14 @@ def dropout_mask(
     # uniform + compare: cheaper than bernoulli_ with a generator on CPU
     uniform = torch.rand(shape, generator=generator, device=device)
     return uniform.ge_(p).float().mul_(1.0 / (1.0 - p))
+
+
+@dataclass(frozen=True)
+class DropoutSpec:
+    """One dropout mask a training step draws: its width and drop probability (> 0)."""
+
+    width: int
+    p: float
 
 
 def dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -435,15 +447,27 @@ class GRU4RecNetwork(nn.Module):
         distinct_scores = torch.addmm(bias.T, new_hidden[-1], weight.T)  # (B, U)
         return SampledScores(distinct_scores, batch_rows.output_columns), new_hidden, gathered
 
+    def dropout_specs(self) -> tuple[DropoutSpec | None, list[DropoutSpec | None]]:
+        """The dropout masks a training step draws, in the order ``sampled_scores`` draws them:
+        the input embedding's (not in one-hot mode), then each layer's; None = no mask."""
+
+        def spec(width: int, p: float) -> DropoutSpec | None:
+            return DropoutSpec(width, p) if p > 0 else None
+
+        embed = None
+        if self.mode != "one-hot":
+            table = self.output_weight if self.mode == "constrained" else self.input_table
+            embed = spec(table.shape[1], self.dropout_p_embed)
+        return embed, [
+            spec(size, self._dropout_p(layer)) for layer, size in zip(self.layers, self.layer_sizes)
+        ]
+
     @torch.no_grad()
     def train_step(
         self,
-        inputs: torch.Tensor,
-        outputs: torch.Tensor,
+        step: StepBatch,
         hidden: list[torch.Tensor],
-        generator: torch.Generator | None,
         loss,
-        column_log_q: torch.Tensor | None,
         optimizer,
         compiled: bool = False,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -452,43 +476,25 @@ class GRU4RecNetwork(nn.Module):
         Same result as ``sampled_scores`` + autograd + the optimiser (a test checks that), but
         without building an autograd graph: with one-step truncated back-propagation the
         backward pass is a fixed, short sequence, and the graph's bookkeeping cost more than
-        the arithmetic at GRU4Rec's sizes. ``loss`` is a step loss of ``prnn.training``
-        (``prepare`` + ``value_and_gradient``); ``column_log_q`` the outputs' logQ corrections.
+        the arithmetic at GRU4Rec's sizes. ``step`` comes from ``prnn.step_plan.plan_steps``
+        (the distinct rows, the dropout masks and the loss's row weights, found in bulk);
+        ``loss`` is a step loss of ``prnn.training`` (``prepared`` + ``value_and_gradient``).
 
-        What needs data-dependent shapes or the random generator (finding the distinct rows,
-        the dropout masks, the loss's preparation) runs here; the rest is
-        ``_step_arithmetic``, which ``compiled=True`` runs through ``torch.compile``.
+        ``compiled=True`` runs the arithmetic through ``torch.compile``: it is plain arithmetic
+        on tensors whose shapes vary from step to step, with no scatter over repeated indices.
         """
-        batch_rows = self._batch_rows(inputs, outputs)
-        batch, device = len(inputs), inputs.device
-        # drawn in the order the autograd path draws them: equal seeds, equal masks
-        embed_mask = None
-        if self.mode != "one-hot":
-            embed_table = self.output_weight if self.mode == "constrained" else self.input_table
-            embed_mask = dropout_mask(
-                (batch, embed_table.shape[1]), self.dropout_p_embed, generator, device
-            )
-        layer_masks = [
-            dropout_mask((batch, size), self._dropout_p(layer), generator, device)
-            for layer, size in zip(self.layers, self.layer_sizes)
-        ]
-        prepared = loss.prepare(
-            batch_rows.output_columns, len(batch_rows.rows), column_log_q, batch
-        )
-        input_one_hot = batch_rows.input_one_hot()
         arithmetic = self._step_arithmetic
-        if compiled and batch > 1:  # a lone lane would cost a recompilation for one step
+        if compiled and step.batch > 1:  # a lone lane would cost a recompilation for one step
             if self._compiled_arithmetic is None:
                 self._compiled_arithmetic = torch.compile(self._step_arithmetic, dynamic=True)
             arithmetic = self._compiled_arithmetic
         return arithmetic(
-            batch_rows,
-            input_one_hot,
+            step.rows,
             hidden,
-            embed_mask,
-            layer_masks,
+            step.embed_mask,
+            step.layer_masks,
             loss.value_and_gradient,
-            prepared,
+            loss.prepared(step),
             optimizer,
         )
 
@@ -496,7 +502,6 @@ class GRU4RecNetwork(nn.Module):
     def _step_arithmetic(
         self,
         batch_rows: BatchRows,
-        input_one_hot: torch.Tensor,
         hidden: list[torch.Tensor],
         embed_mask: torch.Tensor | None,
         layer_masks: list[torch.Tensor | None],
@@ -504,7 +509,7 @@ class GRU4RecNetwork(nn.Module):
         prepared: tuple[torch.Tensor, ...],
         optimizer,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``train_step`` after the rows are found, the masks drawn and the loss prepared."""
+        """``train_step``'s arithmetic: forward, backward and the optimiser's updates."""
         rows = batch_rows.rows
         weight = self.output_weight.index_select(0, rows)
         bias = self.output_bias.index_select(0, rows)
@@ -557,7 +562,7 @@ class GRU4RecNetwork(nn.Module):
         optimizer.step_dense(
             [grads[name] for grads in layer_grads for name in GRULayer.PARAMETERS if name in grads]
         )
-        grad_input = input_one_hot.T @ grad_x  # (distinct inputs, D): summed per row
+        grad_input = batch_rows.input_one_hot().T @ grad_x  # (distinct inputs, D): summed
         if self.mode == "constrained":
             # distinct positions: no two additions meet, so the result is order-free
             grad_weight = grad_weight.index_add(0, batch_rows.input_positions, grad_input)

@@ -15,7 +15,7 @@ from prnn.errors import ConfigError
 from prnn.models import GRU4Rec, GRU4RecConfig, SessionRecommender
 from prnn.models.gru4rec import GRU4RecNetwork, SampledScores
 from prnn.optim import AdagradMomentum
-from prnn.training import CrossEntropyStepLoss, _apply_lane_changes
+from prnn.training import CrossEntropyStepLoss, _apply_lane_changes, _lane_change_tensors
 
 from .conftest import make_log
 
@@ -65,14 +65,13 @@ def test_lane_reset_zeroes_only_that_lane_and_shrinks():
     schedule = session_parallel_schedule(offsets, np.arange(3), batch_size=2)
     assert schedule.input_positions.tolist() == [0, 2, 6, 3, 4]
     hidden = [torch.arange(1.0, 7.0).view(2, 3), torch.full((2, 2), 9.0)]
-    changes = schedule.lane_changes[1]
-    after = _apply_lane_changes([h.clone() for h in hidden], changes)
+    lane_changes = _lane_change_tensors(schedule, "cpu")
+    after = _apply_lane_changes([h.clone() for h in hidden], lane_changes[1])
     # session 0 (lane 0) ended and session 2 took its lane: lane 0 zero, lane 1 untouched
     assert after[0][0].tolist() == [0.0, 0.0, 0.0] and after[1][0].tolist() == [0.0, 0.0]
     assert after[0][1].tolist() == [4.0, 5.0, 6.0] and after[1][1].tolist() == [9.0, 9.0]
     # later, with no session left, the finished lane is dropped and the batch shrinks
-    last = schedule.lane_changes[max(schedule.lane_changes)]
-    shrunk = _apply_lane_changes([h.clone() for h in hidden], last)
+    shrunk = _apply_lane_changes([h.clone() for h in hidden], lane_changes[max(lane_changes)])
     assert shrunk[0].shape[0] == 1
 
 
@@ -507,6 +506,23 @@ def test_compiled_training_repeats_exactly_with_the_seed():
     # and it learned what the eager model learns
     for step in range(6):
         assert first.recommend([f"c{step}"], k=1)[0][0] == f"c{(step + 1) % 6}"
+
+
+@needs_cpp_compiler
+def test_compiled_step_compiles_once_whatever_the_step_sizes_and_offsets(monkeypatch):
+    """Planned steps are views at ever other offsets, and the batch shrinks at the end of each
+    epoch: one graph must serve them all (not a recompilation per shape, up to dynamo's
+    limit and then eager mode)."""
+    from torch._dynamo.utils import counters
+
+    from prnn import training
+
+    monkeypatch.setattr(training, "CHUNK_STEPS", 3)
+    torch._dynamo.reset()
+    counters.clear()
+    settings = dict(SMALL, n_epochs=2, dropout_p_hidden=0.3, logq=1.0)
+    GRU4Rec(**settings).fit(_cyclic(), compile=True)
+    assert counters["stats"]["unique_graphs"] == 1
 
 
 def test_compile_with_an_autograd_loss_warns_and_trains_uncompiled(caplog):

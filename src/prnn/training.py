@@ -9,6 +9,7 @@ reference) and zeroed for lanes that start a new session.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -131,14 +132,41 @@ def make_step_loss(config) -> CrossEntropyStepLoss | AutogradStepLoss:
     return AutogradStepLoss(config, scale)
 
 
+def _compile_settings(compile: bool):
+    """Settings for compiling the training step: sizes are never "duck-shaped".
+
+    A planned step's tensors are views into its chunk's buffers (``prnn.step_plan``). By
+    default, when tracing, dynamo gives one symbol to sizes and offsets that happen to be equal
+    (say an offset of 32 and a batch of 32), and the next step, where they differ, recompiles,
+    until the recompilation limit sends the step back to eager mode. Without duck shaping the
+    step compiles once per fit.
+    """
+    if not compile:
+        return contextlib.nullcontext()
+    from torch.fx.experimental import _config as fx_config
+
+    return fx_config.patch(use_duck_shape=False)
+
+
+def _lane_change_tensors(schedule: SessionParallelSchedule, device) -> dict[int, list[tuple]]:
+    """The schedule's lane changes as (reset lanes or None, kept lanes or None) tensors, made
+    once per training rather than once per step and epoch."""
+
+    def tensor(lanes):
+        return None if lanes is None or not len(lanes) else torch.as_tensor(lanes, device=device)
+
+    return {
+        step: [(tensor(change.reset), tensor(change.keep)) for change in changes]
+        for step, changes in schedule.lane_changes.items()
+    }
+
+
 def _apply_lane_changes(hidden: list[torch.Tensor], changes) -> list[torch.Tensor]:
-    for change in changes:
-        if len(change.reset):
-            reset = torch.as_tensor(change.reset, device=hidden[0].device)
+    for reset, keep in changes:
+        if reset is not None:
             for h in hidden:
                 h.index_fill_(0, reset, 0.0)
-        if change.keep is not None:
-            keep = torch.as_tensor(change.keep, device=hidden[0].device)
+        if keep is not None:
             hidden = [h.index_select(0, keep) for h in hidden]
     return hidden
 
@@ -274,6 +302,7 @@ def train_session_parallel(
     dropout_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     use_dropout = config.dropout_p_embed > 0 or config.dropout_p_hidden > 0
     step_sizes = np.diff(schedule.step_offsets).tolist()
+    lane_changes = _lane_change_tensors(schedule, device)
 
     def plan_chunk(first: int) -> list[StepBatch]:
         """The planned steps ``first`` to ``first + CHUNK_STEPS`` (hand-written step only)."""
@@ -298,95 +327,96 @@ def train_session_parallel(
     best_value, best_state, epochs_without_gain = -np.inf, None, 0
     n_epochs = n_epochs or config.n_epochs
     current_phase = None
-    for epoch in range(1, n_epochs + 1):
-        network.train()
-        started = time.perf_counter()
-        hidden = network.initial_hidden(config.batch_size)
-        loss_sum = torch.zeros((), device=device)
-        bar = tqdm(
-            range(schedule.n_steps),
-            desc=f"epoch {epoch}/{n_epochs}",
-            unit="batch",
-            disable=not progress,
-            mininterval=0.5,
-        )
-        for step in bar:
-            if phase is not None:
-                wanted = phase(epoch - 1, step)
-                if wanted != current_phase:
-                    network.set_phase(wanted)
-                    current_phase = wanted
-            changes = schedule.lane_changes.get(step)
-            if changes:
-                hidden = _apply_lane_changes(hidden, changes)
-            lo, hi = step_offsets[step], step_offsets[step + 1]
-            if hand_written_backward:
-                if step % CHUNK_STEPS == 0:
-                    planned = plan_chunk(step)
-                loss, hidden = network.train_step(
-                    planned[step % CHUNK_STEPS], hidden, step_loss, optimizer, compiled=compile
-                )
-            else:
-                inputs, targets = step_inputs[lo:hi], step_targets[lo:hi]
-                outputs, column_log_q = targets, None
-                if sampler is not None:
-                    samples = sampler.draw()
-                    outputs = torch.cat([targets, samples])
-                if log_q is not None:
-                    column_log_q = log_q[0][targets]
-                    if sampler is not None:
-                        column_log_q = torch.cat([column_log_q, log_q[1][samples]])
-                loss, hidden = _autograd_step(
-                    network,
-                    optimizer,
-                    loss_of,
-                    inputs,
-                    outputs,
-                    hidden,
-                    dropout_generator if use_dropout else None,
-                    column_log_q,
-                    config.batch_size,
-                )
-            loss_sum += loss * (hi - lo)
-        bar.close()
-        seconds = time.perf_counter() - started
-        mean_loss = float(loss_sum) / schedule.n_targets
-        if not np.isfinite(mean_loss):
-            raise TrainingError(
-                f"training diverged in epoch {epoch} (loss {mean_loss}); lower learning_rate"
+    with _compile_settings(compile):
+        for epoch in range(1, n_epochs + 1):
+            network.train()
+            started = time.perf_counter()
+            hidden = network.initial_hidden(config.batch_size)
+            loss_sum = torch.zeros((), device=device)
+            bar = tqdm(
+                range(schedule.n_steps),
+                desc=f"epoch {epoch}/{n_epochs}",
+                unit="batch",
+                disable=not progress,
+                mininterval=0.5,
             )
-        report = EpochReport(
-            epoch=epoch,
-            loss=mean_loss,
-            seconds=seconds,
-            n_events=schedule.n_targets,
-            events_per_second=schedule.n_targets / seconds,
-        )
-        if valid is not None:
-            network.eval()
-            if current_phase is not None:
-                # score with the subnets in the output so far (residual adds them one by one)
-                network.set_phase(dataclasses.replace(current_phase, trainable=frozenset()))
-                current_phase = None
-            result = evaluate(model, valid, cutoffs=(5, 10, 20))
-            report.valid = {k: result.metrics[k] for k in ("recall@20", "mrr@20")}
-            report.valid.setdefault(valid_metric, result.metrics[valid_metric])
-            value = result.metrics[valid_metric]
-            if value > best_value:
-                best_value, epochs_without_gain = value, 0
-                if patience > 0:
-                    best_state = {
-                        n: t.detach().clone() for n, t in _trained_tensors(network).items()
-                    }
-            else:
-                epochs_without_gain += 1
-        reports.append(report)
-        log.info(report.line(n_epochs))
-        if epoch_callback is not None:
-            epoch_callback(report, network, optimizer)
-        if patience > 0 and valid is not None and epochs_without_gain >= patience:
-            log.info("early stopping: no %s gain for %d epoch(s)", valid_metric, patience)
-            break
+            for step in bar:
+                if phase is not None:
+                    wanted = phase(epoch - 1, step)
+                    if wanted != current_phase:
+                        network.set_phase(wanted)
+                        current_phase = wanted
+                changes = lane_changes.get(step)
+                if changes:
+                    hidden = _apply_lane_changes(hidden, changes)
+                lo, hi = step_offsets[step], step_offsets[step + 1]
+                if hand_written_backward:
+                    if step % CHUNK_STEPS == 0:
+                        planned = plan_chunk(step)
+                    loss, hidden = network.train_step(
+                        planned[step % CHUNK_STEPS], hidden, step_loss, optimizer, compiled=compile
+                    )
+                else:
+                    inputs, targets = step_inputs[lo:hi], step_targets[lo:hi]
+                    outputs, column_log_q = targets, None
+                    if sampler is not None:
+                        samples = sampler.draw()
+                        outputs = torch.cat([targets, samples])
+                    if log_q is not None:
+                        column_log_q = log_q[0][targets]
+                        if sampler is not None:
+                            column_log_q = torch.cat([column_log_q, log_q[1][samples]])
+                    loss, hidden = _autograd_step(
+                        network,
+                        optimizer,
+                        loss_of,
+                        inputs,
+                        outputs,
+                        hidden,
+                        dropout_generator if use_dropout else None,
+                        column_log_q,
+                        config.batch_size,
+                    )
+                loss_sum.add_(loss, alpha=hi - lo)
+            bar.close()
+            seconds = time.perf_counter() - started
+            mean_loss = float(loss_sum) / schedule.n_targets
+            if not np.isfinite(mean_loss):
+                raise TrainingError(
+                    f"training diverged in epoch {epoch} (loss {mean_loss}); lower learning_rate"
+                )
+            report = EpochReport(
+                epoch=epoch,
+                loss=mean_loss,
+                seconds=seconds,
+                n_events=schedule.n_targets,
+                events_per_second=schedule.n_targets / seconds,
+            )
+            if valid is not None:
+                network.eval()
+                if current_phase is not None:
+                    # score with the subnets in the output so far (residual adds them one by one)
+                    network.set_phase(dataclasses.replace(current_phase, trainable=frozenset()))
+                    current_phase = None
+                result = evaluate(model, valid, cutoffs=(5, 10, 20))
+                report.valid = {k: result.metrics[k] for k in ("recall@20", "mrr@20")}
+                report.valid.setdefault(valid_metric, result.metrics[valid_metric])
+                value = result.metrics[valid_metric]
+                if value > best_value:
+                    best_value, epochs_without_gain = value, 0
+                    if patience > 0:
+                        best_state = {
+                            n: t.detach().clone() for n, t in _trained_tensors(network).items()
+                        }
+                else:
+                    epochs_without_gain += 1
+            reports.append(report)
+            log.info(report.line(n_epochs))
+            if epoch_callback is not None:
+                epoch_callback(report, network, optimizer)
+            if patience > 0 and valid is not None and epochs_without_gain >= patience:
+                log.info("early stopping: no %s gain for %d epoch(s)", valid_metric, patience)
+                break
     if best_state is not None:
         with torch.no_grad():
             for name, tensor in _trained_tensors(network).items():

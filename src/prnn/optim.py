@@ -42,15 +42,24 @@ class AdagradMomentum:
         self._dense_mom = [torch.zeros_like(p) for p in self.dense] if momentum > 0 else []
         # Separate contiguous (I, D) tables: the row-wise step's arithmetic then runs on
         # contiguous gathered rows (measured 2x faster than one interleaved (I, 2, D) state).
-        self._table_accumulator = {id(table): torch.zeros_like(table) for table in tables}
+        # Lists found by position, not dicts keyed by id(): torch.compile names its symbols
+        # after where a tensor comes from, and an id() in that name differs from run to run,
+        # which defeated PyTorch's on-disk cache of compiled code.
+        self.tables = list(tables)
+        self._table_accumulator = [torch.zeros_like(table) for table in self.tables]
         self._table_momentum = (
-            {id(table): torch.zeros_like(table) for table in tables} if momentum > 0 else {}
+            [torch.zeros_like(table) for table in self.tables] if momentum > 0 else []
         )
+
+    def _table_index(self, table: torch.Tensor) -> int | None:
+        return next((i for i, t in enumerate(self.tables) if t is table), None)
 
     def state_of(self, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(accumulator, momentum buffer or None) of a dense parameter or a table."""
-        if id(tensor) in self._table_accumulator:
-            return self._table_accumulator[id(tensor)], self._table_momentum.get(id(tensor))
+        table_index = self._table_index(tensor)
+        if table_index is not None:
+            momentum = self._table_momentum[table_index] if self.momentum > 0 else None
+            return self._table_accumulator[table_index], momentum
         index = next(i for i, p in enumerate(self.dense) if p is tensor)
         return self._dense_acc[index], self._dense_mom[index] if self.momentum > 0 else None
 
@@ -95,12 +104,13 @@ class AdagradMomentum:
         """
         if touched is not None:
             rows, grad = rows[touched], grad[touched]
-        accumulator = self._table_accumulator[id(table)]
+        table_index = self._table_index(table)
+        accumulator = self._table_accumulator[table_index]
         accumulated = accumulator.index_select(0, rows).addcmul_(grad, grad)
         accumulator.index_copy_(0, rows, accumulated)
         denominator = accumulated.add_(EPSILON).sqrt_()
         if self.momentum > 0:
-            momentum = self._table_momentum[id(table)]
+            momentum = self._table_momentum[table_index]
             step = momentum.index_select(0, rows).mul_(self.momentum)
             step.addcdiv_(grad, denominator, value=-self.learning_rate)
             momentum.index_copy_(0, rows, step)

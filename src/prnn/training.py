@@ -132,20 +132,26 @@ def make_step_loss(config) -> CrossEntropyStepLoss | AutogradStepLoss:
     return AutogradStepLoss(config, scale)
 
 
+@contextlib.contextmanager
 def _compile_settings(compile: bool):
-    """Settings for compiling the training step: sizes are never "duck-shaped".
+    """Settings for compiling the training step, for the training loop only.
 
-    A planned step's tensors are views into its chunk's buffers (``prnn.step_plan``). By
-    default, when tracing, dynamo gives one symbol to sizes and offsets that happen to be equal
-    (say an offset of 32 and a batch of 32), and the next step, where they differ, recompiles,
-    until the recompilation limit sends the step back to eager mode. Without duck shaping the
-    step compiles once per fit.
+    - Sizes are never "duck-shaped". A planned step's tensors are views into its chunk's
+      buffers (``prnn.step_plan``). By default dynamo gives one symbol to sizes and offsets that
+      happen to be equal when it traces (an offset of 32 and a batch of 32), recompiles at the
+      next step, where they differ, and after its limit of recompilations runs the step
+      eagerly. Without duck shaping the step compiles once per fit.
+    - Python floats (learning rate, momentum, the loss's scale) are constants of the graph. By
+      default dynamo first traces them as tensors, then restarts the whole trace (seconds),
+      and turns each into a tensor at every call.
     """
     if not compile:
-        return contextlib.nullcontext()
+        yield
+        return
     from torch.fx.experimental import _config as fx_config
 
-    return fx_config.patch(use_duck_shape=False)
+    with fx_config.patch(use_duck_shape=False), torch._dynamo.config.patch(specialize_float=True):
+        yield
 
 
 def _lane_change_tensors(schedule: SessionParallelSchedule, device) -> dict[int, list[tuple]]:

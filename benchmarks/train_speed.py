@@ -15,6 +15,9 @@ table then compares median events/s and gives the speed-up:
     python benchmarks/train_speed.py ../shared/data/rsc15_100k/events.csv.gz \
         --train-where split=train --preset rsc15 --epochs 3 --reference ../GRU4Rec_PyTorch_Official
 
+``--reference-threads N`` lets the reference train with another thread count than prnn's
+``--threads`` (each at its best, or the reference at PyTorch's default).
+
 ``--compile`` trains prnn with ``compile=True`` (torch.compile); its first epoch then includes
 the compilation, so the comparison also gives medians over epochs 2 and later.
 
@@ -125,6 +128,13 @@ def main() -> int:
         help="checkout of hidasib/GRU4Rec_PyTorch_Official: also time the reference",
     )
     parser.add_argument(
+        "--reference-threads",
+        type=int,
+        default=None,
+        help="with --reference: torch.set_num_threads while the reference trains "
+        "(default: the same as prnn's)",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=2,
@@ -206,7 +216,13 @@ def compare_with_reference(args, config: GRU4RecConfig, train, device) -> int:
                     report.events_per_second,
                 )
             )
-        for epoch in reference_epochs(args.reference, config, train, device):
+        prnn_threads = torch.get_num_threads()
+        torch.set_num_threads(args.reference_threads or prnn_threads)
+        try:
+            reference_run = reference_epochs(args.reference, config, train, device)
+        finally:
+            torch.set_num_threads(prnn_threads)
+        for epoch in reference_run:
             rows.append(
                 (
                     "reference",
@@ -217,9 +233,12 @@ def compare_with_reference(args, config: GRU4RecConfig, train, device) -> int:
                     epoch["rate"],
                 )
             )
+    threads = f"{torch.get_num_threads()} threads"
+    if args.reference_threads:
+        threads = f"prnn {threads}, reference {args.reference_threads} threads"
     print(
         f"# {args.events}: {train.n_events} training events; device {device}, "
-        f"{torch.get_num_threads()} threads; {args.rounds} rounds of {config.n_epochs} epochs each"
+        f"{threads}; {args.rounds} rounds of {config.n_epochs} epochs each"
         + (
             "; prnn compiled (its first epoch of each round includes compiling)"
             if args.compile

@@ -237,6 +237,12 @@ def test_row_wise_adagrad_momentum_touches_only_given_rows():
     assert torch.allclose(accumulator[rows], 2 * grad**2)
 
 
+def test_row_update_of_a_tensor_the_optimiser_does_not_hold_says_so():
+    optimizer = AdagradMomentum([], [torch.zeros(3, 1)], learning_rate=1.0, momentum=0.9)
+    with pytest.raises(ValueError, match="not one of the optimiser's tables"):
+        optimizer.step_rows(torch.zeros(3, 1), torch.tensor([0]), torch.ones(1, 1))
+
+
 def test_row_update_leaves_rows_outside_touched_alone():
     table = torch.zeros(3, 1)
     optimizer = AdagradMomentum([], [table], learning_rate=1.0, momentum=0.9)

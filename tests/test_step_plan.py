@@ -128,7 +128,8 @@ def test_planned_dropout_masks_follow_the_generator_and_the_probabilities():
 
 def test_training_does_not_depend_on_the_chunk_size(monkeypatch):
     """Chunk boundaries (and sample-store refills inside a chunk) change nothing: with a
-    single dropout mask per step, even the masks come out in the same order."""
+    single dropout mask per step, even the masks come out in the same order (on the CPU, whose
+    generator draws in sequence)."""
     from prnn import training
     from prnn.models import GRU4Rec
 

@@ -52,6 +52,7 @@ class AdagradMomentum:
         )
 
     def _table_index(self, table: torch.Tensor) -> int | None:
+        """Position of ``table`` among the row-wise tables; None = not one of them."""
         return next((i for i, t in enumerate(self.tables) if t is table), None)
 
     def state_of(self, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -105,6 +106,11 @@ class AdagradMomentum:
         if touched is not None:
             rows, grad = rows[touched], grad[touched]
         table_index = self._table_index(table)
+        if table_index is None:
+            raise ValueError(
+                f"step_rows: a ({tuple(table.shape)}) tensor that is not one of the optimiser's "
+                "tables; pass it in `tables` when creating the optimiser"
+            )
         accumulator = self._table_accumulator[table_index]
         accumulated = accumulator.index_select(0, rows).addcmul_(grad, grad)
         accumulator.index_copy_(0, rows, accumulated)

@@ -11,7 +11,9 @@ large operations and hands out each step's share as views (``StepBatch``).
 The results equal the per-step ones (``GRU4RecNetwork._batch_rows``, ``losses.log_row_weights``,
 ``dropout_mask``): rows come out sorted by item within each step, as ``torch.unique`` gives them.
 Only the dropout masks are drawn in another order: all of a chunk's rows for one mask, then the
-next mask, instead of step by step; for a chunk of one step the order is the same.
+next mask, instead of step by step. On the CPU, whose generator draws in sequence, a single mask
+per step (or a chunk of one step) gives the same masks either way; a CUDA generator ties values
+to each call's shape, so there the masks also depend on the chunk size.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import torch
 
 from prnn.models.gru4rec import BatchRows, DropoutSpec
 
-#: steps planned at once: large enough to spread the fixed costs, small enough that a chunk's
-#: dropout masks and index arrays stay a few MB
+#: steps planned at once: large enough to spread the fixed costs, small enough to bound a
+#: chunk's memory (rsc15 preset: ~530k output columns, so tens of MB of int64 keys and indices,
+#: plus 3 MB per dropout mask; at batch 240 and 512 units a mask is ~125 MB)
 CHUNK_STEPS = 256
 
 

@@ -134,7 +134,8 @@ def make_step_loss(config) -> CrossEntropyStepLoss | AutogradStepLoss:
 
 @contextlib.contextmanager
 def _compile_settings(compile: bool):
-    """Settings for compiling the training step, for the training loop only.
+    """Settings for compiling the training step, around an epoch's steps only (not evaluation
+    or callbacks: they are process-wide).
 
     - Sizes are never "duck-shaped". A planned step's tensors are views into its chunk's
       buffers (``prnn.step_plan``). By default dynamo gives one symbol to sizes and offsets that
@@ -150,7 +151,12 @@ def _compile_settings(compile: bool):
         return
     from torch.fx.experimental import _config as fx_config
 
-    with fx_config.patch(use_duck_shape=False), torch._dynamo.config.patch(specialize_float=True):
+    with contextlib.ExitStack() as settings:
+        # both settings are recent (duck shaping's switch since PyTorch 2.5): skipped where absent
+        if hasattr(fx_config, "use_duck_shape"):
+            settings.enter_context(fx_config.patch(use_duck_shape=False))
+        if hasattr(torch._dynamo.config, "specialize_float"):
+            settings.enter_context(torch._dynamo.config.patch(specialize_float=True))
         yield
 
 
@@ -333,19 +339,19 @@ def train_session_parallel(
     best_value, best_state, epochs_without_gain = -np.inf, None, 0
     n_epochs = n_epochs or config.n_epochs
     current_phase = None
-    with _compile_settings(compile):
-        for epoch in range(1, n_epochs + 1):
-            network.train()
-            started = time.perf_counter()
-            hidden = network.initial_hidden(config.batch_size)
-            loss_sum = torch.zeros((), device=device)
-            bar = tqdm(
-                range(schedule.n_steps),
-                desc=f"epoch {epoch}/{n_epochs}",
-                unit="batch",
-                disable=not progress,
-                mininterval=0.5,
-            )
+    for epoch in range(1, n_epochs + 1):
+        network.train()
+        started = time.perf_counter()
+        hidden = network.initial_hidden(config.batch_size)
+        loss_sum = torch.zeros((), device=device)
+        bar = tqdm(
+            range(schedule.n_steps),
+            desc=f"epoch {epoch}/{n_epochs}",
+            unit="batch",
+            disable=not progress,
+            mininterval=0.5,
+        )
+        with _compile_settings(compile):
             for step in bar:
                 if phase is not None:
                     wanted = phase(epoch - 1, step)
@@ -384,45 +390,45 @@ def train_session_parallel(
                         config.batch_size,
                     )
                 loss_sum.add_(loss, alpha=hi - lo)
-            bar.close()
-            seconds = time.perf_counter() - started
-            mean_loss = float(loss_sum) / schedule.n_targets
-            if not np.isfinite(mean_loss):
-                raise TrainingError(
-                    f"training diverged in epoch {epoch} (loss {mean_loss}); lower learning_rate"
-                )
-            report = EpochReport(
-                epoch=epoch,
-                loss=mean_loss,
-                seconds=seconds,
-                n_events=schedule.n_targets,
-                events_per_second=schedule.n_targets / seconds,
+        bar.close()
+        seconds = time.perf_counter() - started
+        mean_loss = float(loss_sum) / schedule.n_targets
+        if not np.isfinite(mean_loss):
+            raise TrainingError(
+                f"training diverged in epoch {epoch} (loss {mean_loss}); lower learning_rate"
             )
-            if valid is not None:
-                network.eval()
-                if current_phase is not None:
-                    # score with the subnets in the output so far (residual adds them one by one)
-                    network.set_phase(dataclasses.replace(current_phase, trainable=frozenset()))
-                    current_phase = None
-                result = evaluate(model, valid, cutoffs=(5, 10, 20))
-                report.valid = {k: result.metrics[k] for k in ("recall@20", "mrr@20")}
-                report.valid.setdefault(valid_metric, result.metrics[valid_metric])
-                value = result.metrics[valid_metric]
-                if value > best_value:
-                    best_value, epochs_without_gain = value, 0
-                    if patience > 0:
-                        best_state = {
-                            n: t.detach().clone() for n, t in _trained_tensors(network).items()
-                        }
-                else:
-                    epochs_without_gain += 1
-            reports.append(report)
-            log.info(report.line(n_epochs))
-            if epoch_callback is not None:
-                epoch_callback(report, network, optimizer)
-            if patience > 0 and valid is not None and epochs_without_gain >= patience:
-                log.info("early stopping: no %s gain for %d epoch(s)", valid_metric, patience)
-                break
+        report = EpochReport(
+            epoch=epoch,
+            loss=mean_loss,
+            seconds=seconds,
+            n_events=schedule.n_targets,
+            events_per_second=schedule.n_targets / seconds,
+        )
+        if valid is not None:
+            network.eval()
+            if current_phase is not None:
+                # score with the subnets in the output so far (residual adds them one by one)
+                network.set_phase(dataclasses.replace(current_phase, trainable=frozenset()))
+                current_phase = None
+            result = evaluate(model, valid, cutoffs=(5, 10, 20))
+            report.valid = {k: result.metrics[k] for k in ("recall@20", "mrr@20")}
+            report.valid.setdefault(valid_metric, result.metrics[valid_metric])
+            value = result.metrics[valid_metric]
+            if value > best_value:
+                best_value, epochs_without_gain = value, 0
+                if patience > 0:
+                    best_state = {
+                        n: t.detach().clone() for n, t in _trained_tensors(network).items()
+                    }
+            else:
+                epochs_without_gain += 1
+        reports.append(report)
+        log.info(report.line(n_epochs))
+        if epoch_callback is not None:
+            epoch_callback(report, network, optimizer)
+        if patience > 0 and valid is not None and epochs_without_gain >= patience:
+            log.info("early stopping: no %s gain for %d epoch(s)", valid_metric, patience)
+            break
     if best_state is not None:
         with torch.no_grad():
             for name, tensor in _trained_tensors(network).items():

@@ -122,6 +122,9 @@ class AdagradMomentum:
             momentum.index_copy_(0, rows, step)
         else:
             step = torch.div(grad, denominator).mul_(-self.learning_rate)
-        # rows are unique: a copy of the updated rows, not an index_add, which compiled code
-        # runs with atomic additions when it uses several threads
-        table.index_copy_(0, rows, table.index_select(0, rows).add_(step))
+        if torch.compiler.is_compiling():
+            # rows are unique: a copy of the updated rows, not an index_add, which compiled
+            # code runs with atomic additions when it uses several threads
+            table.index_copy_(0, rows, table.index_select(0, rows).add_(step))
+        else:
+            table.index_add_(0, rows, step)  # eagerly, one pass instead of gather + copy

@@ -564,11 +564,14 @@ class GRU4RecNetwork(nn.Module):
         )
         grad_input = batch_rows.input_one_hot().T @ grad_x  # (distinct inputs, D): summed
         if self.mode == "constrained":
-            # distinct positions: a copy of the summed rows (an index_add would compile to
-            # atomic additions when several threads run)
-            positions = batch_rows.input_positions
-            summed = grad_weight.index_select(0, positions) + grad_input
-            grad_weight = grad_weight.index_copy(0, positions, summed)
+            positions = batch_rows.input_positions  # distinct
+            if torch.compiler.is_compiling():
+                # a copy of the summed rows: an index_add would compile to atomic additions
+                # when several threads run
+                summed = grad_weight.index_select(0, positions) + grad_input
+                grad_weight = grad_weight.index_copy(0, positions, summed)
+            else:
+                grad_weight = grad_weight.index_add(0, positions, grad_input)
         else:
             optimizer.step_rows(self.input_table, batch_rows.input_rows, grad_input)
         optimizer.step_rows(self.output_weight, rows, grad_weight)

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from prnn.models.gru4rec import BatchRows, DropoutSpec
+from prnn.losses import log_row_weights
+from prnn.models.gru4rec import BatchRows, DropoutSpec, dropout_mask
 
 #: steps planned at once: large enough to spread the fixed costs, small enough to bound a
 #: chunk's memory (rsc15 preset: ~530k output columns, so tens of MB of int64 keys and indices,
@@ -155,27 +156,25 @@ def plan_steps(
 
     log_row_weight = target_log_q = None
     if with_row_weights:
-        # losses.log_row_weights, for all steps at once: each row's summed column weights
-        if log_q is None:
-            column_weight = torch.ones(len(outputs), device=device)
-            target_correction = torch.zeros(n_inputs, device=device)
-        else:
+        column_log_q = None
+        target_correction = torch.zeros(n_inputs, device=device)
+        if log_q is not None:
             target_correction = log_q[0][targets]
             column_log_q = torch.empty(len(outputs), device=device)
             column_log_q[target_position] = target_correction
             if samples is not None:
                 column_log_q[sample_position.reshape(-1)] = log_q[1][samples.reshape(-1)]
-            column_weight = torch.exp(-column_log_q)
-        row_weight = torch.zeros(len(rows), device=device)
-        row_weight.index_add_(0, row_start[output_step] + output_columns, column_weight)
-        log_row_weight = _split(torch.log(row_weight), row_counts)
+        # all steps' rows at once: each output column points at its step's run of rows
+        all_row_weights = log_row_weights(
+            row_start[output_step] + output_columns, len(rows), column_log_q
+        )
+        log_row_weight = _split(all_row_weights, row_counts)
         target_log_q = _split(target_correction, sizes)
 
     def masks(spec: DropoutSpec | None):
         if spec is None or generator is None:
             return [None] * n_steps
-        uniform = torch.rand((n_inputs, spec.width), generator=generator, device=device)
-        return _split(uniform.ge_(spec.p).float().mul_(1.0 / (1.0 - spec.p)), sizes)
+        return _split(dropout_mask((n_inputs, spec.width), spec.p, generator, device), sizes)
 
     embed_masks = masks(embed_dropout)
     layer_masks = [masks(spec) for spec in layer_dropout]

@@ -315,12 +315,13 @@ def train_session_parallel(
     use_dropout = config.dropout_p_embed > 0 or config.dropout_p_hidden > 0
     step_sizes = np.diff(schedule.step_offsets).tolist()
     lane_changes = _lane_change_tensors(schedule, device)
+    if hand_written_backward:
+        embed_dropout, layer_dropout = network.dropout_specs()
 
     def plan_chunk(first: int) -> list[StepBatch]:
         """The planned steps ``first`` to ``first + CHUNK_STEPS`` (hand-written step only)."""
         last = min(first + CHUNK_STEPS, schedule.n_steps)
         lo, hi = step_offsets[first], step_offsets[last]
-        embed_dropout, layer_dropout = network.dropout_specs()
         return plan_steps(
             mode=network.mode,
             n_items=network.n_items,

@@ -12,10 +12,12 @@ import torch
 from prnn import losses
 from prnn.batching import NegativeSampler, session_parallel_schedule
 from prnn.errors import ConfigError
+from prnn.evaluation import evaluate, validation
 from prnn.models import GRU4Rec, GRU4RecConfig, SessionRecommender
-from prnn.models.gru4rec import GRU4RecNetwork, SampledScores
+from prnn.models.gru4rec import gru4rec_network
 from prnn.optim import AdagradMomentum
-from prnn.training import CrossEntropyStepLoss, _apply_lane_changes, _lane_change_tensors
+from prnn.training import CrossEntropyStepLoss
+from prnn.training.loop import _apply_lane_changes, _lane_change_tensors
 
 from .conftest import make_log
 
@@ -190,22 +192,19 @@ def test_bpr_and_top1_by_hand():
 
 @pytest.mark.parametrize("name", losses.LOSSES)
 def test_losses_stay_finite_on_huge_scores(name):
-    from prnn.training import make_loss, make_step_loss
+    from prnn.network import BatchRows, StepBatch
+    from prnn.training import make_step_loss, sampled_loss
 
     scores = torch.tensor([[1e4, -1e4, 5e3], [-1e4, 1e4, 1e4]], requires_grad=True)
     config = GRU4RecConfig(loss=name)
-    value = make_loss(config)(SampledScores(scores, torch.arange(3)), None)
+    value = sampled_loss(config, scores, torch.arange(3))
     value.backward()
     assert torch.isfinite(value) and torch.isfinite(scores.grad).all()
     # the training step's path: the loss with its gradient, without a graph
-    from prnn.models.gru4rec import BatchRows
-    from prnn.step_plan import StepBatch
-
     columns = torch.arange(3)
     step = StepBatch(
+        inputs=torch.tensor([0, 1]),
         rows=BatchRows(columns, columns, None, torch.tensor([0, 1]), None),
-        embed_mask=None,
-        layer_masks=[],
         log_row_weight=losses.log_row_weights(columns, 3),
         target_log_q=torch.zeros(2),
     )
@@ -276,21 +275,24 @@ def test_dense_adagrad_momentum_matches_formula():
         ({"constrained_embedding": True}, {"output_weight": (30, 8), "output_bias": (30, 1)}),
         (
             {"constrained_embedding": False, "embedding": 5},
-            {"output_weight": (30, 8), "output_bias": (30, 1), "input_table": (30, 5)},
+            {"output_weight": (30, 8), "output_bias": (30, 1), "id_table": (30, 5)},
         ),
         (
             {"constrained_embedding": False, "embedding": 0},
-            {"output_weight": (30, 8), "output_bias": (30, 1), "input_table": (30, 18)},
+            {"output_weight": (30, 8), "output_bias": (30, 1), "id_table": (30, 18)},
         ),
     ],
 )
 def test_embedding_modes_parameter_shapes(settings, tables):
-    network = GRU4RecNetwork(30, GRU4RecConfig(layers=(6, 8), **settings))
-    shapes = {name: tuple(t.shape) for name, t in network.state_dict().items()}
+    network = gru4rec_network(30, GRU4RecConfig(layers=(6, 8), **settings))
+    # GRU4Rec's network: one subnet over the ID, and the shared bias
+    shapes = {
+        name.removeprefix("subnets.0."): tuple(t.shape) for name, t in network.state_dict().items()
+    }
     for name, shape in tables.items():
         assert shapes[name] == shape
-    assert ("input_table" in shapes) == ("input_table" in tables)
-    first_input = {"constrained": 8, "separate": 5, "one-hot": None}[network.mode]
+    assert ("id_table" in shapes) == ("id_table" in tables)
+    first_input = {"constrained": 8, "separate": 5, "one-hot": None}[network.id_mode]
     if first_input is None:
         assert "layers.0.weight_ih" not in shapes  # one-hot: the table is the projection
     else:
@@ -330,7 +332,8 @@ def test_same_seed_same_model_other_seed_other_model():
     a, b, c = (GRU4Rec(**settings, seed=s).fit(log) for s in (7, 7, 8))
     for name, tensor in a._tensors().items():
         assert torch.equal(tensor, b._tensors()[name])
-    assert not torch.equal(a._tensors()["output_weight"], c._tensors()["output_weight"])
+    weights = "subnets.0.output_weight"
+    assert not torch.equal(a._tensors()[weights], c._tensors()[weights])
 
 
 def test_save_load_identical_scores_and_config(tmp_path):
@@ -342,163 +345,30 @@ def test_save_load_identical_scores_and_config(tmp_path):
     assert model.recommend(["c1", "c2"], k=6) == loaded.recommend(["c1", "c2"], k=6)
 
 
-def test_training_reports_each_epoch_and_validates(caplog):
+def test_training_reports_each_epoch_and_validates():
     log = _cyclic()
-    model = GRU4Rec(**dict(SMALL, n_epochs=3)).fit(log, valid=log, patience=1)
-    assert 1 <= len(model.history_) <= 3
-    report = model.history_[0]
-    assert report.n_events == 60 * 5 and report.events_per_second > 0
-    assert set(report.valid) >= {"recall@20", "mrr@20"}
+    model = GRU4Rec(**dict(SMALL, n_epochs=3)).fit(log, valid=validation(log))
+    assert [r.epoch for r in model.history_] == [1, 2, 3]
+    assert all(r.n_events == 60 * 5 and r.events_per_second > 0 for r in model.history_)
+    losses_by_epoch = [r.loss for r in model.history_]
+    assert losses_by_epoch == sorted(losses_by_epoch, reverse=True)
+    # the last epoch's validation is the finished model's evaluation
+    final = evaluate(model, log, cutoffs=(5, 10, 20)).metrics
+    assert model.history_[-1].valid == {k: final[k] for k in ("recall@20", "mrr@20")}
+    # and the first epoch's is that of the same model trained for one epoch
+    first = evaluate(GRU4Rec(**dict(SMALL, n_epochs=1)).fit(log), log, cutoffs=(20,)).metrics
+    assert model.history_[0].valid == {k: first[k] for k in ("recall@20", "mrr@20")}
 
 
-def _one_step(network, optimizer, hidden, log_q, config, hand_written):
-    """One training step on STEP_INPUTS / STEP_OUTPUTS, by autograd or by ``train_step``."""
-    from prnn.training import _autograd_step, make_loss, make_step_loss
-
-    generator = torch.Generator().manual_seed(5)  # the same dropout masks both ways
-    if not hand_written:
-        column_log_q = None
-        if log_q is not None:
-            column_log_q = torch.cat([log_q[0][STEP_TARGETS], log_q[1][STEP_SAMPLES]])
-        return _autograd_step(
-            network,
-            optimizer,
-            make_loss(config),
-            STEP_INPUTS,
-            STEP_OUTPUTS,
-            hidden,
-            generator,
-            column_log_q,
-            config.batch_size,
-        )
-    step_loss = make_step_loss(config)
-    step = _planned_step(network, step_loss, log_q, generator)
-    return network.train_step(step, hidden, step_loss, optimizer)
-
-
-def _planned_step(network, step_loss, log_q, generator):
-    from prnn.step_plan import plan_steps
-
-    embed_dropout, layer_dropout = network.dropout_specs()
-    (step,) = plan_steps(
-        mode=network.mode,
-        n_items=network.n_items,
-        inputs=STEP_INPUTS,
-        targets=STEP_TARGETS,
-        sizes=[len(STEP_INPUTS)],
-        samples=STEP_SAMPLES[None, :],
-        log_q=log_q,
-        with_row_weights=step_loss.needs_row_weights,
-        embed_dropout=embed_dropout,
-        layer_dropout=layer_dropout,
-        generator=generator,
-    )
-    return step
-
-
-# one mini-batch for the step tests: lanes 1 and 2 share an input; outputs repeat items and
-# overlap the inputs
-STEP_INPUTS = torch.tensor([1, 3, 3, 0])
-STEP_OUTPUTS = torch.tensor([2, 3, 5, 1, 2, 6, 6, 0, 4, 2])
-STEP_TARGETS, STEP_SAMPLES = STEP_OUTPUTS[:4], STEP_OUTPUTS[4:]
-
-
-def _step_config(loss, constrained, embedding, layers=(6,)) -> GRU4RecConfig:
-    return GRU4RecConfig(
-        loss=loss,
-        layers=layers,
-        batch_size=4,
-        n_sample=6,
-        constrained_embedding=constrained,
-        embedding=embedding,
-        dropout_p_embed=0.3,
-        dropout_p_hidden=0.4,
-        momentum=0.5,
-        learning_rate=0.1,
-        logq=1.0,
-        bpreg=0.5,
-        elu_param=0.5 if loss == "bpr-max" else 0.0,
-    )
-
-
-def _step_log_q() -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-item logQ corrections of 8 items: (for targets, for samples)."""
-    generator = torch.Generator().manual_seed(0)
-    return torch.rand(8, generator=generator), torch.rand(8, generator=generator)
-
-
-def _fresh_step_state(config):
-    """(network, optimiser, hidden) for 8 items, the same for every call with the config."""
-    network = GRU4RecNetwork(8, config)
-    network.reset_parameters(torch.Generator().manual_seed(1))
-    optimizer = AdagradMomentum(
-        list(network.parameters()), network.item_tables(), config.learning_rate, config.momentum
-    )
-    hidden = [
-        torch.randn(4, size, generator=torch.Generator().manual_seed(2)) for size in config.layers
-    ]
-    return network, optimizer, hidden
-
-
-@pytest.mark.parametrize("loss", losses.LOSSES)
-@pytest.mark.parametrize(
-    "constrained, embedding, layers",
-    [(True, 0, (6,)), (False, 5, (6,)), (False, 0, (6,)), (True, 0, (6, 4)), (False, 0, (6, 4))],
-)
-def test_hand_written_backward_step_equals_autograd(loss, constrained, embedding, layers):
-    """train_step (used in training) against sampled_scores + autograd: every tensor it updates."""
-    config = _step_config(loss, constrained, embedding, layers)
-    log_q = _step_log_q() if loss == "cross-entropy" else None
-    results = []
-    for hand_written in (False, True):
-        network, optimizer, hidden = _fresh_step_state(config)
-        # two steps: the second runs on non-zero optimiser state and momentum
-        for _ in range(2):
-            value, hidden = _one_step(network, optimizer, hidden, log_q, config, hand_written)
-        tensors = dict(network.state_dict())
-        for name in list(tensors):
-            accumulator, momentum = optimizer.state_of(getattr_path(network, name))
-            tensors[name + ".accumulator"], tensors[name + ".momentum"] = accumulator, momentum
-        results.append((value, hidden, tensors))
-    (loss_a, hidden_a, tensors_a), (loss_h, hidden_h, tensors_h) = results
-    assert loss_h.item() == pytest.approx(loss_a.item(), rel=1e-5)
-    for a, h in zip(hidden_a, hidden_h):
-        torch.testing.assert_close(h, a)
-    assert tensors_h.keys() == tensors_a.keys()
-    for name in tensors_a:
-        torch.testing.assert_close(tensors_h[name], tensors_a[name], msg=name)
+def test_valid_must_be_a_validation_function():
+    with pytest.raises(ConfigError, match=r"prnn.evaluation.validation\(events\)"):
+        GRU4Rec(**dict(SMALL, n_epochs=1)).fit(_cyclic(), valid=_cyclic())
 
 
 needs_cpp_compiler = pytest.mark.skipif(
     not any(shutil.which(name) for name in ("g++", "c++", "clang++")),
     reason="torch.compile on the CPU needs a C++ compiler",
 )
-
-
-@needs_cpp_compiler
-@pytest.mark.parametrize(
-    "loss, constrained, embedding", [("cross-entropy", True, 0), ("bpr-max", False, 5)]
-)
-def test_compiled_step_equals_the_eager_step(loss, constrained, embedding):
-    from prnn.training import make_step_loss
-
-    config = _step_config(loss, constrained, embedding)
-    step_loss = make_step_loss(config)
-    states = []
-    for compiled in (False, True):
-        network, optimizer, hidden = _fresh_step_state(config)
-        generator = torch.Generator().manual_seed(5)
-        for _ in range(3):
-            step = _planned_step(network, step_loss, _step_log_q(), generator)
-            loss_value, hidden = network.train_step(
-                step, hidden, step_loss, optimizer, compiled=compiled
-            )
-        states.append((loss_value, hidden, network.state_dict()))
-    (eager_loss, eager_hidden, eager_state), (loss_value, hidden, state) = states
-    assert loss_value.item() == pytest.approx(eager_loss.item(), rel=1e-5)
-    torch.testing.assert_close(hidden[0], eager_hidden[0])
-    for name, tensor in eager_state.items():
-        torch.testing.assert_close(state[name], tensor, msg=name)
 
 
 @needs_cpp_compiler
@@ -514,44 +384,14 @@ def test_compiled_training_repeats_exactly_with_the_seed():
         assert first.recommend([f"c{step}"], k=1)[0][0] == f"c{(step + 1) % 6}"
 
 
-@needs_cpp_compiler
-def test_compiled_step_compiles_once_whatever_the_step_sizes_and_offsets(monkeypatch):
-    """Planned steps are views at ever other offsets, and the batch shrinks at the end of each
-    epoch: one graph must serve them all (not a recompilation per shape, up to dynamo's
-    limit and then eager mode)."""
-    from torch._dynamo.utils import counters
-
-    from prnn import training
-
-    monkeypatch.setattr(training, "CHUNK_STEPS", 3)
-    torch._dynamo.reset()
-    counters.clear()
-    settings = dict(SMALL, n_epochs=2, dropout_p_hidden=0.3, logq=1.0)
-    GRU4Rec(**settings).fit(_cyclic(), compile=True)
-    assert counters["stats"]["unique_graphs"] == 1
-
-
-def test_compile_with_an_autograd_loss_warns_and_trains_uncompiled(caplog):
-    settings = dict(SMALL, n_epochs=1, loss="bpr-max")
-    with caplog.at_level("WARNING", logger="prnn.training"):
-        model = GRU4Rec(**settings).fit(_cyclic(), compile=True)
-    assert "cross-entropy only; training bpr-max uncompiled" in caplog.text
-    assert model.network._compiled_arithmetic is None
-    uncompiled = GRU4Rec(**settings).fit(_cyclic())
-    assert torch.equal(model.network.output_weight, uncompiled.network.output_weight)
-
-
-def getattr_path(module: torch.nn.Module, dotted: str) -> torch.Tensor:
-    for part in dotted.split("."):
-        module = getattr(module, part)
-    return module
-
-
 @pytest.mark.parametrize("constrained, embedding", [(True, 0), (False, 8), (False, 0)])
 def test_every_weight_and_bias_is_trained(constrained, embedding):
     settings = dict(SMALL, n_epochs=1, constrained_embedding=constrained, embedding=embedding)
-    untrained = GRU4RecNetwork(6, GRU4RecConfig(**settings))
-    untrained.reset_parameters(torch.Generator().manual_seed(settings.get("seed", 42)))
+    untrained = gru4rec_network(6, GRU4RecConfig(**settings))
+    untrained.reset_parameters(torch.Generator().manual_seed(GRU4RecConfig().seed))
     model = GRU4Rec(**settings).fit(_cyclic())
     for name, tensor in model.network.state_dict().items():
+        if name == "subnets.0.weight":  # the subnet's output multiplier, fixed at 1 in GRU4Rec
+            assert tensor.item() == 1.0
+            continue
         assert not torch.equal(tensor, untrained.state_dict()[name]), f"{name} never changed"

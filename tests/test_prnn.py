@@ -10,9 +10,11 @@ import scipy.sparse as sp
 import torch
 
 from prnn.errors import ConfigError
+from prnn.evaluation import validation
 from prnn.features import FeatureMatrix, save_sparse_features
 from prnn.models import PRNN, Concat, FeatureOnly, SessionRecommender
-from prnn.models.prnn import FeatureLookup, Phase, training_phase
+from prnn.network import FeatureLookup, Phase
+from prnn.training import training_phase
 
 from .conftest import make_log
 
@@ -152,33 +154,46 @@ def test_output_blocks_always_train_while_the_subnets_take_turns(feature):
 
 @pytest.mark.parametrize("constrained", [True, False])
 def test_freezing_a_subnet_leaves_the_others_gradient_unchanged(constrained):
-    from prnn.training import make_loss
+    from prnn.training import make_step_loss
+    from prnn.training.step_plan import plan_steps
 
     settings = dict(SMALL, n_epochs=1, constrained_embedding=constrained)
     if not constrained:
         settings["embedding"] = 5
     model = PRNN(**settings).fit(_cyclic(), features={"img": _dense()})
-    network, loss_of = model.network, make_loss(model.config)
-    table_names = {id(t): n for n, t in network.named_buffers()}
-    inputs, outputs = torch.tensor([0, 1, 2, 3]), torch.tensor([1, 2, 3, 4, 5, 0, 1])
+    network = model.network
+    step_loss = make_step_loss(model.config)
+    (step,) = plan_steps(
+        id_mode=network.id_mode,
+        n_items=network.n_items,
+        inputs=torch.tensor([0, 1, 2, 3]),
+        targets=torch.tensor([1, 2, 3, 4]),
+        sizes=[4],
+        samples=torch.tensor([[5, 0, 1]]),
+        log_q=None,
+        with_row_weights=True,
+        dropout=network.dropout_specs(),
+        generator=None,
+    )
     hidden = [torch.randn(4, 16, generator=torch.Generator().manual_seed(1)), torch.zeros(4, 8)]
 
+    @torch.no_grad()
     def gradients(trainable):
         network.set_phase(Phase(frozenset({"id", "img"}), frozenset(trainable)))
-        scores, _, gathered = network.sampled_scores(inputs, outputs, list(hidden), None)
-        loss_of(scores, None).backward()
-        found = {n: p.grad.clone() for n, p in network.named_parameters() if p.grad is not None}
-        found.update({table_names[id(g.table)]: g.leaf.grad.clone() for g in gathered})
-        for parameter in network.parameters():
-            parameter.grad = None
-        return found
+        gathered = network.gather_rows(step)
+        scores, _, caches = network.forward_train(step, list(hidden), gathered)
+        _, grad_scores = step_loss.value_and_gradient(scores, *step_loss.prepared(step))
+        dense, rows = network.backward(step, gathered, caches, grad_scores)
+        return {**dense, **rows}
 
     both = gradients({"id", "img"})
     for trainable, index in (("id", 0), ("img", 1)):
         found = gradients({trainable})
         # only the trainable subnet's weights and tables (and the shared bias) get a gradient
-        assert {n for n in found if n != "output_bias"} == {
-            n for n in both if n.startswith(f"subnets.{index}.")
+        assert {n for n in found if n != "bias"} == {
+            n
+            for n in both
+            if n.startswith((f"subnets.{index}.", f"block:{trainable}", f"id:{trainable}"))
         }
         for name, gradient in found.items():
             torch.testing.assert_close(gradient, both[name])
@@ -329,14 +344,22 @@ def test_experiment_paper_on_bundled_data_writes_a_report(tmp_path, capsys):
     import json
 
     rows = json.loads((tmp_path / "results.json").read_text())
-    assert len(rows) == 10 and all(0 <= row["recall@20"] <= 1 for row in rows)
+    assert len(rows) == 10
+    for row in rows:
+        assert 0 <= row["mrr@20"] <= row["recall@20"] <= 1, row
+    by_label = {row["method"]: row for row in rows}
+    # real histories: co-occurrence beats popularity by far, and every neural method learns
+    # something (popularity on this sample: Recall@20 ~0.03)
+    assert by_label["item-kNN"]["recall@20"] > 0.05
+    assert all(row["recall@20"] > 0.02 for row in rows)
     assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_an_id_only_subnet_network_trains_like_gru4rec():
-    """The subnet machinery adds nothing to the ID path: same seed, bit-identical weights."""
+    """GRU4Rec is the network with one ID subnet: same seed, bit-identical weights."""
     from prnn.models import GRU4Rec
-    from prnn.models.prnn import FeatureModel, SubnetSpec
+    from prnn.models.prnn import FeatureModel
+    from prnn.network import SubnetSpec
 
     class IdOnly(FeatureModel):
         name = "id-only-test"
@@ -354,24 +377,17 @@ def test_an_id_only_subnet_network_trains_like_gru4rec():
         n_epochs=2,
         learning_rate=0.1,
         momentum=0.3,
-        # one dropout mask per step: GRU4Rec draws a chunk of steps' masks at once, mask by
-        # mask (prnn.step_plan), which gives the step-by-step order only for a single mask
         dropout_p_hidden=0.2,
-        dropout_p_embed=0.0,
+        dropout_p_embed=0.1,
         logq=1.0,
     )
     reference = GRU4Rec(**settings).fit(_cyclic())
     subnet = IdOnly(**settings).fit(_cyclic())
     expected = reference.network.state_dict()
     got = subnet.network.state_dict()
-    # GRU4Rec runs its hand-written backward pass, the subnet autograd: equal up to rounding
-    close = dict(rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(got["subnets.0.output_weight"], expected["output_weight"], **close)
-    torch.testing.assert_close(got["output_bias"], expected["output_bias"], **close)
-    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-        torch.testing.assert_close(
-            got[f"subnets.0.layers.0.{name}"], expected[f"layers.0.{name}"], **close
-        )
+    assert got.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(got[name], tensor), name
 
 
 def test_residual_validation_scores_only_the_subnets_trained_so_far():
@@ -380,13 +396,13 @@ def test_residual_validation_scores_only_the_subnets_trained_so_far():
     PRNN(**SMALL, n_epochs=1, training="residual").fit(
         log,
         features={"img": _dense()},
-        valid=log,
+        valid=validation(log),
         epoch_callback=lambda r, network, o: active_at_validation.append(set(network.active)),
     )
     assert active_at_validation == [{"id"}, {"id", "img"}]
     with pytest.raises(ConfigError, match=r"patience\) is not available with training=residual"):
         PRNN(**SMALL, n_epochs=1, training="residual").fit(
-            log, features={"img": _dense()}, valid=log, patience=1
+            log, features={"img": _dense()}, valid=validation(log), patience=1
         )
 
 
@@ -455,7 +471,7 @@ def test_early_stopping_restores_the_best_epochs_weights(monkeypatch):
     model.fit(
         _cyclic(),
         features={"img": _dense()},
-        valid=_cyclic(),
+        valid=validation(_cyclic()),
         patience=2,
         valid_metric="mrr@20",
         epoch_callback=remember,

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from prnn import losses
-from prnn.models.gru4rec import DropoutSpec, GRU4RecConfig, GRU4RecNetwork, dropout_mask
-from prnn.step_plan import plan_steps
+from prnn.network import DropoutSpec, FeatureLookup, dropout_mask
+from prnn.training.step_plan import plan_steps
 
 N_ITEMS = 12
 # lanes per step: full batches, then the batch shrinks at the end of the epoch
@@ -25,23 +25,40 @@ def _steps(with_samples: bool, seed: int = 0):
     return inputs, targets, samples if with_samples else None, log_q
 
 
+def _rows_by_hand(id_mode, step_inputs, outputs) -> dict:
+    """One step's rows the plain way: ``torch.unique`` of its items."""
+    batch = len(step_inputs)
+    if id_mode == "constrained":
+        rows, inverse = torch.unique(torch.cat([step_inputs, outputs]), return_inverse=True)
+        output_columns = inverse[batch:]
+        return dict(
+            rows=rows,
+            output_columns=output_columns,
+            input_rows=None,
+            input_columns=inverse[:batch],
+            bias_touched=torch.unique(output_columns),
+        )
+    rows, output_columns = torch.unique(outputs, return_inverse=True)
+    input_rows = input_columns = None
+    if id_mode is not None:
+        input_rows, input_columns = torch.unique(step_inputs, return_inverse=True)
+    return dict(
+        rows=rows,
+        output_columns=output_columns,
+        input_rows=input_rows,
+        input_columns=input_columns,
+        bias_touched=None,
+    )
+
+
 @pytest.mark.parametrize("with_log_q", [True, False])
 @pytest.mark.parametrize("with_samples", [True, False])
-@pytest.mark.parametrize(
-    "constrained, embedding",
-    [(True, 0), (False, 3), (False, 0)],
-    ids=["constrained", "separate", "one-hot"],
-)
-def test_planned_steps_equal_the_per_step_index_work(
-    constrained, embedding, with_samples, with_log_q
-):
-    network = GRU4RecNetwork(
-        N_ITEMS, GRU4RecConfig(layers=(5,), constrained_embedding=constrained, embedding=embedding)
-    )
+@pytest.mark.parametrize("id_mode", ["constrained", "separate", "one-hot", None])
+def test_planned_steps_equal_the_per_step_index_work(id_mode, with_samples, with_log_q):
     inputs, targets, samples, log_q = _steps(with_samples)
     log_q = log_q if with_log_q else None
     planned = plan_steps(
-        mode=network.mode,
+        id_mode=id_mode,
         n_items=N_ITEMS,
         inputs=inputs,
         targets=targets,
@@ -49,8 +66,7 @@ def test_planned_steps_equal_the_per_step_index_work(
         samples=samples,
         log_q=log_q,
         with_row_weights=True,
-        embed_dropout=None,
-        layer_dropout=[None],
+        dropout=[None, None],
         generator=None,
     )
     assert len(planned) == len(SIZES)
@@ -59,23 +75,16 @@ def test_planned_steps_equal_the_per_step_index_work(
         step_inputs, step_targets = inputs[start : start + size], targets[start : start + size]
         start += size
         outputs = step_targets if samples is None else torch.cat([step_targets, samples[t]])
-        expected = network._batch_rows(step_inputs, outputs)
+        expected = _rows_by_hand(id_mode, step_inputs, outputs)
         got = step.rows
-        assert step.batch == size
-        for field in ("rows", "output_columns", "input_rows", "input_columns", "bias_touched"):
-            want, have = getattr(expected, field), getattr(got, field)
+        assert step.batch == size and torch.equal(step.inputs, step_inputs)
+        for field, want in expected.items():
+            have = getattr(got, field)
             if want is None:
                 assert have is None, field
             else:
                 assert torch.equal(have, want), (t, field)
-        # each input reads its own item, and the one-hot sums it into the right row
-        table_rows = got.rows if constrained else got.input_rows
-        assert torch.equal(table_rows[got.input_columns], step_inputs)
-        if constrained:
-            assert torch.equal(got.input_positions[got.input_slots], got.input_columns)
-            assert torch.equal(got.input_positions, torch.unique(got.input_columns))
-        one_hot = got.input_one_hot()
-        assert torch.equal(one_hot.sum(dim=1), torch.ones(size))
+        assert step.masks == [None, None]
         column_log_q = None
         if log_q is not None:
             column_log_q = log_q[0][step_targets]
@@ -87,15 +96,64 @@ def test_planned_steps_equal_the_per_step_index_work(
         )
         want_target_log_q = torch.zeros(size) if log_q is None else log_q[0][step_targets]
         torch.testing.assert_close(step.target_log_q, want_target_log_q)
+        if id_mode is None:
+            continue
+        # each input reads its own item, and the one-hot sums it into the right row
+        table_rows = got.rows if id_mode == "constrained" else got.input_rows
+        assert torch.equal(table_rows[got.input_columns], step_inputs)
+        if id_mode == "constrained":
+            assert torch.equal(got.input_positions[got.input_slots], got.input_columns)
+            assert torch.equal(got.input_positions, torch.unique(got.input_columns))
+        one_hot = got.input_one_hot()
+        assert torch.equal(one_hot.sum(dim=1), torch.ones(size))
+
+
+def test_planned_sparse_bags_equal_an_embedding_bag_of_each_step():
+    generator = torch.Generator().manual_seed(7)
+    dim = 30
+    # each item: a few distinct columns, some shared between items
+    rows = [torch.randperm(dim, generator=generator)[: 1 + i % 4].sort().values for i in range(12)]
+    lengths = torch.tensor([len(r) for r in rows])
+    lookup = FeatureLookup(dim=dim, sparse=True, n_items=N_ITEMS, nnz=int(lengths.sum()))
+    lookup.indptr.copy_(torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)]))
+    lookup.indices.copy_(torch.cat(rows))
+    lookup.values.uniform_(0.1, 1.0, generator=generator)
+    table = torch.randn(dim, 6, generator=generator)
+    inputs, targets, samples, _ = _steps(with_samples=True)
+    planned = plan_steps(
+        id_mode=None,
+        n_items=N_ITEMS,
+        inputs=inputs,
+        targets=targets,
+        sizes=SIZES,
+        samples=samples,
+        log_q=None,
+        with_row_weights=False,
+        dropout=[],
+        generator=None,
+        sparse_features={"txt": lookup},
+    )
+    start = 0
+    for size, step in zip(SIZES, planned):
+        step_inputs = inputs[start : start + size]
+        start += size
+        columns, values, offsets = lookup.bag(step_inputs)
+        bag = step.bags["txt"]
+        assert torch.equal(bag.columns, torch.unique(columns))
+        assert bag.weights.shape == (len(bag.columns), size)
+        expected = torch.nn.functional.embedding_bag(
+            columns, table, offsets, mode="sum", per_sample_weights=values
+        )
+        torch.testing.assert_close(bag.weights.T @ table[bag.columns], expected)
 
 
 def test_planned_dropout_masks_follow_the_generator_and_the_probabilities():
     inputs, targets, samples, _ = _steps(with_samples=True)
-    specs = dict(embed_dropout=DropoutSpec(3, 0.5), layer_dropout=[None, DropoutSpec(4, 0.25)])
+    specs = dict(dropout=[DropoutSpec(3, 0.5), None, DropoutSpec(4, 0.25)])
 
     def plan(generator):
         return plan_steps(
-            mode="separate",
+            id_mode="separate",
             n_items=N_ITEMS,
             inputs=inputs,
             targets=targets,
@@ -115,29 +173,29 @@ def test_planned_dropout_masks_follow_the_generator_and_the_probabilities():
     layer = dropout_mask((sum(SIZES), 4), 0.25, generator)
     start = 0
     for step, repeat, size in zip(planned, again, SIZES):
-        assert step.layer_masks[0] is None
-        assert torch.equal(step.embed_mask, embed[start : start + size])
-        assert torch.equal(step.layer_masks[1], layer[start : start + size])
-        assert torch.equal(step.embed_mask, repeat.embed_mask)
-        assert set(step.layer_masks[1].unique().tolist()) <= {0.0, torch.tensor(1 / 0.75).item()}
+        assert step.masks[1] is None
+        assert torch.equal(step.masks[0], embed[start : start + size])
+        assert torch.equal(step.masks[2], layer[start : start + size])
+        assert torch.equal(step.masks[0], repeat.masks[0])
+        assert set(step.masks[2].unique().tolist()) <= {0.0, torch.tensor(1 / 0.75).item()}
         assert step.log_row_weight is None and step.target_log_q is None
         start += size
     no_dropout = plan(None)
-    assert all(step.embed_mask is None for step in no_dropout)
+    assert all(step.masks == [None, None, None] for step in no_dropout)
 
 
 def test_training_does_not_depend_on_the_chunk_size(monkeypatch):
     """Chunk boundaries (and sample-store refills inside a chunk) change nothing: with a
     single dropout mask per step, even the masks come out in the same order (on the CPU, whose
     generator draws in sequence)."""
-    from prnn import training
     from prnn.models import GRU4Rec
+    from prnn.training import loop
 
     from .test_gru4rec import SMALL, _cyclic
 
     settings = dict(SMALL, n_epochs=2, dropout_p_hidden=0.3, logq=1.0, sample_store_size=40)
     whole = GRU4Rec(**settings).fit(_cyclic())
-    monkeypatch.setattr(training, "CHUNK_STEPS", 3)
+    monkeypatch.setattr(loop, "CHUNK_STEPS", 3)
     chunked = GRU4Rec(**settings).fit(_cyclic())
     assert [r.loss for r in chunked.history_] == [r.loss for r in whole.history_]
     for name, tensor in whole.network.state_dict().items():

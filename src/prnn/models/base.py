@@ -57,16 +57,16 @@ class SessionRecommender(ABC, Generic[ConfigT, StateT]):
     trains_by_epochs: ClassVar[bool] = False
     #: True for models that read item features (they accept ``features``).
     uses_features: ClassVar[bool] = False
-    #: True for models whose training step can run through ``torch.compile`` (``compile=True``).
-    compiles_training: ClassVar[bool] = False
 
     def fit(self, events: EventLog, *, progress: bool = False, **options: Any) -> Self:
         """Learn from training events; returns self.
 
-        Models trained by epochs also take ``valid`` (an EventLog evaluated after each epoch),
-        ``patience`` (early stopping), ``valid_metric``, ``device`` and ``epoch_callback``;
-        models that read item features take ``features`` ({name: FeatureMatrix}); models with
-        ``compiles_training`` take ``compile`` (run the training step through torch.compile).
+        Models trained by epochs also take ``valid`` (a function of the model returning
+        metrics, such as ``prnn.evaluation.validation(events)``, run after each epoch),
+        ``patience`` (early stopping), ``valid_metric``, ``device``, ``epoch_callback`` and
+        ``compile`` (True: run the training step through torch.compile; False: eagerly; None,
+        the default: compiled where it pays); models that read item features take
+        ``features`` ({name: FeatureMatrix}).
         """
         if events.n_events == 0:
             raise ValueError(f"{events.source}: cannot fit {self.name} on an empty event log")

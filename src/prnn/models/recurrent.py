@@ -1,19 +1,28 @@
 """What every recurrent model shares: lanes of hidden states and the scoring interface on them.
 
-A recurrent model holds a ``network`` that provides ``initial_hidden(n)``, ``step(items,
-hidden)`` (one event per row, no dropout) and ``scores(hidden, candidates)`` (next-item scores
-from the rows' hidden states); this module turns that into ``new_state`` / ``advance`` /
-``reset`` / ``score`` on lanes, device placement and persistence of the network's tensors.
+A recurrent model holds a ``prnn.network.Network`` that provides ``initial_hidden(n)``,
+``step(items, hidden)`` (one event per row, no dropout) and ``scores(hidden, candidates)``
+(next-item scores from the rows' hidden states); this module turns that into ``new_state`` /
+``advance`` / ``reset`` / ``score`` on lanes, device placement, training through
+``prnn.training`` and persistence of the network's tensors.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from prnn.errors import ConfigError
 from prnn.models.base import ConfigT, SessionRecommender
+from prnn.training import train_session_parallel
+
+#: the metrics ``valid`` may be asked to improve
+VALID_METRICS = tuple(
+    f"{m}@{k}" for m in ("recall", "mrr", "coverage", "popularity") for k in (5, 10, 20)
+)
 
 
 class GRUState:
@@ -41,16 +50,55 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
             self.network.to(self.device)
         return self
 
-    def _train(self, network, events, item_index, *, device, **trainer_options) -> None:
-        """Initialise ``network`` from the config's seed, put it on ``device`` and train it."""
-        from prnn.training import train_session_parallel
+    def _train(
+        self,
+        network,
+        events,
+        item_index,
+        *,
+        device,
+        progress: bool,
+        valid: Callable[[SessionRecommender], dict[str, float]] | None = None,
+        patience: int = 0,
+        valid_metric: str = "recall@20",
+        epoch_callback=None,
+        compile: bool | None = None,
+        **schedule,
+    ) -> None:
+        """Initialise ``network`` from the config's seed, put it on ``device`` and train it.
 
+        ``valid(model) -> metrics`` (e.g. ``prnn.evaluation.validation(events)``) runs after
+        each epoch; ``schedule``: the p-RNN's ``phase``, ``n_phases`` and ``n_epochs``.
+        """
+        if valid is not None and not callable(valid):
+            raise ConfigError(
+                "valid must be a function of the model returning metrics, such as "
+                "prnn.evaluation.validation(events); got "
+                f"{type(valid).__name__}"
+            )
+        if valid_metric not in VALID_METRICS:
+            raise ConfigError(
+                f"valid_metric must be one of {', '.join(VALID_METRICS)}; got {valid_metric!r}"
+            )
         self.device = torch.device(device)
         generator = torch.Generator().manual_seed(self.config.seed)
         network.reset_parameters(generator)
         self.network = network.to(self.device)
         self.history_ = train_session_parallel(
-            self, events, item_index, generator=generator, **trainer_options
+            network,
+            self.config,
+            events,
+            item_index,
+            self.fitted_vocabulary.counts,
+            generator=generator,
+            device=self.device,
+            progress=progress,
+            validate=None if valid is None else lambda: valid(self),
+            patience=patience,
+            valid_metric=valid_metric,
+            epoch_callback=epoch_callback,
+            compile=compile,
+            **schedule,
         )
 
     def _fitted_network(self):

@@ -1,14 +1,15 @@
-"""The index work of GRU4Rec's training steps, done in bulk for a chunk of steps at a time.
+"""The index work of the training steps, done in bulk for a chunk of steps at a time.
 
 Everything a training step needs besides the weights and the hidden states depends only on the
 data, the negative samples and the dropout generator: the distinct item rows a mini-batch
 touches and where each input and output column points, the rows whose bias the reference
-updates, the sampled softmax's per-row weights, the dropout masks. Done step by step, that is
+updates, the sparse feature inputs' columns, the sampled softmax's per-row weights, the dropout
+masks. Done step by step, that is
 some forty small tensor operations per step, whose fixed costs (not their arithmetic) took about
 a quarter of the training time. ``plan_steps`` does the same work for many steps with a few
 large operations and hands out each step's share as views (``StepBatch``).
 
-The results equal the per-step ones (``GRU4RecNetwork._batch_rows``, ``losses.log_row_weights``,
+The results equal per-step ones (``torch.unique`` of the step's items, ``losses.log_row_weights``,
 ``dropout_mask``): rows come out sorted by item within each step, as ``torch.unique`` gives them.
 Only the dropout masks are drawn in another order: all of a chunk's rows for one mask, then the
 next mask, instead of step by step. On the CPU, whose generator draws in sequence, a single mask
@@ -18,36 +19,15 @@ to each call's shape, so there the masks also depend on the chunk size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from prnn.losses import log_row_weights
-from prnn.models.gru4rec import BatchRows, DropoutSpec, dropout_mask
+from prnn.network import BatchRows, DropoutSpec, FeatureLookup, SparseBag, StepBatch, dropout_mask
 
 #: steps planned at once: large enough to spread the fixed costs, small enough to bound a
 #: chunk's memory (rsc15 preset: ~530k output columns, so tens of MB of int64 keys and indices,
 #: plus 3 MB per dropout mask; at batch 240 and 512 units a mask is ~125 MB)
 CHUNK_STEPS = 256
-
-
-@dataclass
-class StepBatch:
-    """Everything one training step reads besides the weights and the hidden states."""
-
-    rows: BatchRows
-    embed_mask: torch.Tensor | None
-    """(B, embedding width) inverted-dropout multipliers of the input embedding; None = none."""
-    layer_masks: list[torch.Tensor | None]
-    """(B, layer size) multipliers on each GRU layer's output; None = no dropout there."""
-    log_row_weight: torch.Tensor | None
-    """(U,) ``losses.log_row_weights`` of the step's output columns (cross-entropy only)."""
-    target_log_q: torch.Tensor | None
-    """(B,) logQ correction of each lane's target (zeros without correction; cross-entropy)."""
-
-    @property
-    def batch(self) -> int:
-        return len(self.rows.input_columns)
 
 
 def _distinct_per_step(
@@ -70,9 +50,47 @@ def _split(flat: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor, ...]:
     return torch.split(flat, sizes)
 
 
+def _bags(
+    lookup: FeatureLookup,
+    inputs: torch.Tensor,
+    input_step: torch.Tensor,
+    input_start: torch.Tensor,
+    size_t: torch.Tensor,
+    n_steps: int,
+) -> list[SparseBag]:
+    """Each step's ``SparseBag`` of one sparse feature: distinct columns and (V, B) weights."""
+    device = inputs.device
+    starts = lookup.indptr[inputs]
+    lengths = lookup.indptr[inputs + 1] - starts
+    offsets = torch.cumsum(lengths, 0) - lengths
+    n_nonzeros = int(lengths.sum())
+    flat = torch.repeat_interleave(starts - offsets, lengths) + torch.arange(
+        n_nonzeros, device=device
+    )
+    columns, values = lookup.indices[flat], lookup.values[flat]
+    nonzero_input = torch.repeat_interleave(torch.arange(len(inputs), device=device), lengths)
+    nonzero_step = input_step[nonzero_input]
+    distinct, column_step, _, local = _distinct_per_step(columns, nonzero_step, n_steps, lookup.dim)
+    n_columns = torch.bincount(column_step, minlength=n_steps)
+    # one flat buffer holds every step's (V_t, B_t) matrix, row-major
+    cells = n_columns * size_t
+    matrix_start = torch.cumsum(cells, 0) - cells
+    lane = nonzero_input - input_start[nonzero_step]
+    weights = torch.zeros(int(cells.sum()), device=device)
+    # a column appears once in an item's row: every (column, lane) cell is written once
+    weights[matrix_start[nonzero_step] + local * size_t[nonzero_step] + lane] = values
+    column_counts, sizes = n_columns.tolist(), size_t.tolist()
+    return [
+        SparseBag(columns, matrix.view(n, b))
+        for columns, matrix, n, b in zip(
+            _split(distinct, column_counts), _split(weights, cells.tolist()), column_counts, sizes
+        )
+    ]
+
+
 def plan_steps(
     *,
-    mode: str,
+    id_mode: str | None,
     n_items: int,
     inputs: torch.Tensor,
     targets: torch.Tensor,
@@ -80,22 +98,25 @@ def plan_steps(
     samples: torch.Tensor | None,
     log_q: tuple[torch.Tensor, torch.Tensor] | None,
     with_row_weights: bool,
-    embed_dropout: DropoutSpec | None,
-    layer_dropout: list[DropoutSpec | None],
+    dropout: list[DropoutSpec | None],
     generator: torch.Generator | None,
+    sparse_features: dict[str, FeatureLookup] | None = None,
 ) -> list[StepBatch]:
     """Plan ``len(sizes)`` consecutive training steps.
 
     Args:
-        mode: the network's embedding mode ("constrained", "separate" or "one-hot").
+        id_mode: how the network's ID input reads items ("constrained", "separate", "one-hot";
+            None = no ID input).
         n_items: item-table rows.
         inputs, targets: (N,) item indices of the steps' inputs and targets, step after step;
             step t has ``sizes[t]`` lanes.
         samples: (steps, S) shared negative samples of each step; None = no extra samples.
         log_q: per-item logQ corrections (for targets, for samples), or None.
         with_row_weights: compute the sampled softmax's row weights (cross-entropy).
-        embed_dropout, layer_dropout: the masks each step draws, in order; None = no mask.
+        dropout: the masks each step reads, in order (``network.dropout_specs()``); None = no
+            mask there.
         generator: draws the dropout masks; None = no dropout at all.
+        sparse_features: the sparse feature inputs to bag, by name.
     """
     device = inputs.device
     n_steps, n_inputs = len(sizes), len(inputs)
@@ -117,8 +138,9 @@ def plan_steps(
         outputs[sample_position.reshape(-1)] = samples.reshape(-1)
     output_step = torch.repeat_interleave(step_ids, size_t + n_samples)
 
-    input_rows = input_columns = bias_touched = input_positions = input_slots = None
-    if mode == "constrained":
+    none = [None] * n_steps
+    input_rows = input_columns = bias_touched = input_positions = input_slots = none
+    if id_mode == "constrained":
         # inputs and outputs share the output table: one set of rows for both
         rows, row_step, row_start, columns = _distinct_per_step(
             torch.cat([inputs, outputs]), torch.cat([input_step, output_step]), n_steps, n_items
@@ -145,16 +167,17 @@ def plan_steps(
         rows, row_step, row_start, output_columns = _distinct_per_step(
             outputs, output_step, n_steps, n_items
         )
-        distinct_inputs, input_row_step, _, input_local = _distinct_per_step(
-            inputs, input_step, n_steps, n_items
-        )
-        input_rows = _split(
-            distinct_inputs, torch.bincount(input_row_step, minlength=n_steps).tolist()
-        )
-        input_columns = _split(input_local, sizes)
+        if id_mode is not None:
+            distinct_inputs, input_row_step, _, input_local = _distinct_per_step(
+                inputs, input_step, n_steps, n_items
+            )
+            input_rows = _split(
+                distinct_inputs, torch.bincount(input_row_step, minlength=n_steps).tolist()
+            )
+            input_columns = _split(input_local, sizes)
     row_counts = torch.bincount(row_step, minlength=n_steps).tolist()
 
-    log_row_weight = target_log_q = None
+    log_row_weight = target_log_q = none
     if with_row_weights:
         column_log_q = None
         target_correction = torch.zeros(n_inputs, device=device)
@@ -173,29 +196,35 @@ def plan_steps(
 
     def masks(spec: DropoutSpec | None):
         if spec is None or generator is None:
-            return [None] * n_steps
+            return none
         return _split(dropout_mask((n_inputs, spec.width), spec.p, generator, device), sizes)
 
-    embed_masks = masks(embed_dropout)
-    layer_masks = [masks(spec) for spec in layer_dropout]
+    # drawn mask by mask, each for the whole chunk
+    step_masks = [masks(spec) for spec in dropout]
+    bags = {
+        name: _bags(lookup, inputs, input_step, input_start, size_t, n_steps)
+        for name, lookup in (sparse_features or {}).items()
+    }
 
+    step_inputs = _split(inputs, sizes)
     rows_of = _split(rows, row_counts)
     output_columns_of = _split(output_columns, output_sizes)
     return [
         StepBatch(
+            inputs=step_inputs[t],
             rows=BatchRows(
                 rows_of[t],
                 output_columns_of[t],
-                None if input_rows is None else input_rows[t],
+                input_rows[t],
                 input_columns[t],
-                None if bias_touched is None else bias_touched[t],
-                None if input_positions is None else input_positions[t],
-                None if input_slots is None else input_slots[t],
+                bias_touched[t],
+                input_positions[t],
+                input_slots[t],
             ),
-            embed_mask=embed_masks[t],
-            layer_masks=[layer[t] for layer in layer_masks],
-            log_row_weight=None if log_row_weight is None else log_row_weight[t],
-            target_log_q=None if target_log_q is None else target_log_q[t],
+            bags={name: bag[t] for name, bag in bags.items()},
+            masks=[mask[t] for mask in step_masks],
+            log_row_weight=log_row_weight[t],
+            target_log_q=target_log_q[t],
         )
         for t in range(n_steps)
     ]

@@ -1,0 +1,561 @@
+"""The one recurrent network of prnn: GRU subnets over item inputs, one output layer over them.
+
+GRU4Rec is this network with a single subnet reading the item ID; the p-RNN family (Hidasi,
+Quadrana, Karatzoglou, Tikk, RecSys 2016) uses other subnets:
+
+- an ID input: constrained (the input embedding is the subnet's output block), a separate
+  embedding, or one-hot (the first layer's input projection is an item table);
+- a dense feature input (e.g. image vectors), projected by the first layer's input weights;
+- a sparse feature input (e.g. TF-IDF text), projected as an embedding bag with per-value
+  weights over the rows of its non-zero columns only.
+
+Each subnet has its own output block (a per-item weight table); an item's score is the shared
+bias plus the sum over subnets of ``subnet_weight * <hidden state, output row>``, i.e. the
+output layer applied to the concatenated (weighted) hidden states. A ``Phase`` says which
+subnets are in the output (active) and which train; the p-RNN training methods are schedules
+of phases (``prnn.training.schedules``).
+
+Training runs ``train_step``: a hand-written forward and backward pass over the rows a
+mini-batch touches, with one-step truncated back-propagation as in GRU4Rec. Subnets that do not
+train in the current phase cost only their forward pass. The network holds no optimiser: the
+step takes one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from prnn.network.inputs import FeatureLookup
+from prnn.network.layers import DropoutSpec, GRULayer, glorot_uniform_
+from prnn.network.step import StepBatch
+
+ID = "id"
+EMBEDDING_MODES = ("constrained", "separate", "one-hot")
+
+
+@dataclass(frozen=True)
+class SubnetSpec:
+    name: str
+    inputs: tuple[str, ...]
+    """"id" and/or feature set names."""
+    layers: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Phase:
+    active: frozenset[str]
+    """Subnets whose output enters the scores."""
+    trainable: frozenset[str]
+    """Subnets whose weights (and output block) are updated."""
+
+
+class Subnet(nn.Module):
+    """A GRU over one or more inputs of the items (ID, dense and sparse feature vectors)."""
+
+    def __init__(
+        self,
+        spec: SubnetSpec,
+        n_items: int,
+        features: dict[str, FeatureLookup],
+        *,
+        weight: float,
+        learn_weight: bool,
+        embedding_mode: str,
+        embedding: int,
+    ) -> None:
+        super().__init__()
+        self.name = spec.name
+        # multiplier of this subnet's hidden state in the output; a parameter of the subnet when
+        # learned, so freezing the subnet freezes it too
+        if learn_weight:
+            self.weight = nn.Parameter(torch.tensor(float(weight)))
+        else:
+            self.register_buffer("weight", torch.tensor(float(weight)))
+        self.inputs = spec.inputs
+        self.layer_sizes = tuple(spec.layers)
+        first = self.layer_sizes[0]
+        self.id_mode = embedding_mode if ID in spec.inputs else None
+        self.dense_inputs = [n for n in spec.inputs if n != ID and not features[n].sparse]
+        self.sparse_inputs = [n for n in spec.inputs if n != ID and features[n].sparse]
+        # output block of this subnet: one row of hidden size per item, trained row-wise
+        self.register_buffer("output_weight", torch.empty(n_items, self.layer_sizes[-1]))
+        # the dense input is [ID embedding | dense features], in that order
+        self.id_width = 0
+        if self.id_mode == "constrained":
+            self.id_width = self.layer_sizes[-1]
+        elif self.id_mode == "separate":
+            self.register_buffer("id_table", torch.empty(n_items, embedding))
+            self.id_width = embedding
+        elif self.id_mode == "one-hot":
+            self.register_buffer("id_table", torch.empty(n_items, 3 * first))
+        self.dense_width = self.id_width + sum(features[n].dim for n in self.dense_inputs)
+        # a sparse input's projection table: one (3H) row per feature column (embedding bag)
+        for name in self.sparse_inputs:
+            self.register_buffer(f"bag_{name}", torch.empty(features[name].dim, 3 * first))
+        sizes_in = [self.dense_width or None, *self.layer_sizes[:-1]]
+        self.layers = nn.ModuleList(GRULayer(i, o) for i, o in zip(sizes_in, self.layer_sizes))
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        n_items = self.output_weight.shape[0]
+        glorot_uniform_(self.output_weight, n_items, self.layer_sizes[-1], generator)
+        first = self.layer_sizes[0]
+        if self.id_mode == "separate":
+            glorot_uniform_(self.id_table, n_items, self.id_table.shape[1], generator)
+        elif self.id_mode == "one-hot":
+            glorot_uniform_(self.id_table, n_items, first, generator)
+        for name in self.sparse_inputs:
+            table = self.bag_table(name)
+            glorot_uniform_(table, table.shape[0], first, generator)
+        for layer in self.layers:
+            layer.reset_parameters(generator)
+
+    def bag_table(self, feature: str) -> torch.Tensor:
+        return getattr(self, f"bag_{feature}")
+
+    def item_tables(self) -> list[torch.Tensor]:
+        tables = [self.output_weight]
+        if self.id_mode in ("separate", "one-hot"):
+            tables.append(self.id_table)
+        return tables + [self.bag_table(n) for n in self.sparse_inputs]
+
+    def dropout_specs(self, p_embed: float, p_hidden: float) -> list[DropoutSpec | None]:
+        """[the dense input's mask, each layer's output mask]; None = no mask there.
+
+        Without a dense input, layer 0 plays the embedding and gets its dropout (as GRU4Rec's
+        one-hot mode).
+        """
+
+        def spec(width: int, p: float) -> DropoutSpec | None:
+            return DropoutSpec(width, p) if p > 0 and width > 0 else None
+
+        specs = [spec(self.dense_width, p_embed)]
+        for index, size in enumerate(self.layer_sizes):
+            specs.append(spec(size, p_embed if index == 0 and not self.dense_width else p_hidden))
+        return specs
+
+
+@dataclass
+class _LayerCache:
+    layer_input: torch.Tensor | None
+    h: torch.Tensor
+    gates: object
+    mask: torch.Tensor | None
+
+
+class Network(nn.Module):
+    """GRU subnets + a shared output bias (I, 1), trained row-wise on item tables.
+
+    Args:
+        n_items: catalogue size.
+        specs: the subnets, in order.
+        features: feature lookups by feature set name (those the subnets read).
+        subnet_weights: multiplier of each subnet's hidden state in the output; default 1.
+        learn_subnet_weights: train those multipliers.
+        embedding_mode: how an ID input reads the item: constrained, separate or one-hot.
+        embedding: width of a separate ID embedding.
+        dropout_p_embed, dropout_p_hidden: drop probabilities on the input and layer outputs.
+        output_blocks_always: a frozen subnet's output block still trains while the subnet
+            is active (the p-RNN option output_blocks=always).
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        specs: list[SubnetSpec],
+        features: dict[str, FeatureLookup] | None = None,
+        *,
+        subnet_weights: list[float] | None = None,
+        learn_subnet_weights: bool = False,
+        embedding_mode: str = "constrained",
+        embedding: int = 0,
+        dropout_p_embed: float = 0.0,
+        dropout_p_hidden: float = 0.0,
+        output_blocks_always: bool = False,
+    ) -> None:
+        super().__init__()
+        if embedding_mode not in EMBEDDING_MODES:
+            raise ValueError(f"embedding_mode must be one of {EMBEDDING_MODES}")
+        features = features or {}
+        weights = subnet_weights or [1.0] * len(specs)
+        self.n_items = n_items
+        self.dropout_p_embed = dropout_p_embed
+        self.dropout_p_hidden = dropout_p_hidden
+        self.output_blocks_always = output_blocks_always
+        self.features = nn.ModuleDict(features)
+        self.subnets = nn.ModuleList(
+            Subnet(
+                spec,
+                n_items,
+                features,
+                weight=weight,
+                learn_weight=learn_subnet_weights,
+                embedding_mode=embedding_mode,
+                embedding=embedding,
+            )
+            for spec, weight in zip(specs, weights)
+        )
+        self.register_buffer("output_bias", torch.zeros(n_items, 1))
+        id_modes = {s.id_mode for s in self.subnets if s.id_mode is not None}
+        self.id_mode: str | None = id_modes.pop() if id_modes else None
+        """How the ID input reads items (None: no subnet reads the ID); the step planner's
+        view of the network."""
+        self.parameter_names = tuple(name for name, _ in self.named_parameters())
+        self._hidden_slices = []
+        start = 0
+        for subnet in self.subnets:
+            self._hidden_slices.append(slice(start, start + len(subnet.layer_sizes)))
+            start += len(subnet.layer_sizes)
+        self._compiled_arithmetic = None  # torch.compile of _step_arithmetic, built on first use
+        self.set_phase(None)
+
+    # ---- structure --------------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.subnets]
+
+    @property
+    def subnet_weight(self) -> torch.Tensor:
+        """The subnets' output multipliers, in subnet order (read-only view for reports)."""
+        return torch.stack([s.weight.detach() for s in self.subnets])
+
+    def set_phase(self, phase: Phase | None) -> None:
+        """Choose the active and trainable subnets (None = all of both)."""
+        names = frozenset(self.names)
+        self.active = names if phase is None else phase.active
+        self.trainable = names if phase is None else phase.trainable
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        for subnet in self.subnets:
+            subnet.reset_parameters(generator)
+        self.output_bias.zero_()
+
+    def item_tables(self) -> list[torch.Tensor]:
+        """The tables trained row-wise (only the rows a mini-batch touched)."""
+        return [self.output_bias] + [t for s in self.subnets for t in s.item_tables()]
+
+    def sparse_features(self) -> dict[str, FeatureLookup]:
+        """The sparse feature inputs some subnet reads, by name (the step planner bags them)."""
+        return {n: self.features[n] for s in self.subnets for n in s.sparse_inputs}
+
+    def dropout_specs(self) -> list[DropoutSpec | None]:
+        """The dropout masks a training step reads, in order: per subnet, its dense input's,
+        then each layer's; None = no mask there."""
+        return [
+            spec
+            for subnet in self.subnets
+            for spec in subnet.dropout_specs(self.dropout_p_embed, self.dropout_p_hidden)
+        ]
+
+    def initial_hidden(self, n_lanes: int) -> list[torch.Tensor]:
+        device = self.output_bias.device
+        return [torch.zeros(n_lanes, h, device=device) for s in self.subnets for h in s.layer_sizes]
+
+    # ---- the recurrent step, shared by inference and training --------------------------------
+
+    @staticmethod
+    def _run_layers(
+        subnet: Subnet,
+        dense_input: torch.Tensor | None,
+        projections: list[torch.Tensor],
+        hidden: list[torch.Tensor],
+        masks: list[torch.Tensor | None],
+    ) -> tuple[list[torch.Tensor], list[_LayerCache]]:
+        """The subnet's layers after its inputs; (new hidden states, what backward needs).
+
+        ``dense_input``: [ID embedding | dense features] (B, dense width) or None;
+        ``projections``: inputs that arrive already projected to (B, 3H) (one-hot ID, sparse
+        features); ``masks``: the subnet's dropout masks (``Subnet.dropout_specs`` order).
+        """
+        layer0 = subnet.layers[0]
+        if dense_input is not None:
+            if masks[0] is not None:
+                dense_input = dense_input * masks[0]
+            projected = layer0.project_input(dense_input)
+        else:
+            projected = layer0.bias_ih
+        for extra in projections:
+            projected = projected + extra
+        x = dense_input
+        new_hidden, caches = [], []
+        for index, layer in enumerate(subnet.layers):
+            if index > 0:
+                projected = layer.project_input(x)
+            h = hidden[index]
+            gates = layer.gates(projected, h)
+            out = layer.output(h, gates)
+            mask = masks[index + 1]
+            if mask is not None:
+                out = out * mask
+            caches.append(_LayerCache(x, h, gates, mask))
+            new_hidden.append(out)
+            x = out
+        return new_hidden, caches
+
+    @torch.no_grad()
+    def step(self, items: torch.Tensor, hidden: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Inference step (no dropout): new hidden states after one event per row."""
+        new_hidden = list(hidden)
+        for subnet, part in zip(self.subnets, self._hidden_slices):
+            if subnet.name not in self.active:
+                continue
+            dense_parts, projections = [], []
+            if subnet.id_mode == "constrained":
+                dense_parts.append(subnet.output_weight.index_select(0, items))
+            elif subnet.id_mode == "separate":
+                dense_parts.append(subnet.id_table.index_select(0, items))
+            elif subnet.id_mode == "one-hot":
+                projections.append(subnet.id_table.index_select(0, items))
+            dense_parts += [self.features[n].dense(items) for n in subnet.dense_inputs]
+            for name in subnet.sparse_inputs:
+                columns, values, offsets = self.features[name].bag(items)
+                projections.append(
+                    nn.functional.embedding_bag(
+                        columns,
+                        subnet.bag_table(name),
+                        offsets,
+                        mode="sum",
+                        per_sample_weights=values,
+                    )
+                )
+            dense_input = None
+            if dense_parts:
+                dense_input = dense_parts[0] if len(dense_parts) == 1 else torch.cat(dense_parts, 1)
+            no_masks = [None] * (len(subnet.layers) + 1)
+            new_hidden[part], _ = self._run_layers(
+                subnet, dense_input, projections, hidden[part], no_masks
+            )
+        return new_hidden
+
+    @torch.no_grad()
+    def scores(self, hidden: list[torch.Tensor], candidates: torch.Tensor | None) -> torch.Tensor:
+        """(B, C) scores of all items or of the candidate items, from the rows' states."""
+        bias = self.output_bias if candidates is None else self.output_bias[candidates]
+        scores = None
+        for subnet, part in zip(self.subnets, self._hidden_slices):
+            if subnet.name not in self.active:
+                continue
+            block = subnet.output_weight
+            if candidates is not None:
+                block = block.index_select(0, candidates)
+            base = bias.T if scores is None else scores
+            scores = torch.addmm(base, hidden[part][-1] * subnet.weight, block.T)
+        return scores
+
+    # ---- training ---------------------------------------------------------------------------
+
+    def gather_rows(self, step: StepBatch) -> dict[str, torch.Tensor]:
+        """The item-table rows one step reads, by key: ``bias``, ``block:<subnet>`` (output
+        block), ``id:<subnet>`` (a separate or one-hot ID table), ``bag:<subnet>:<feature>``
+        (a sparse input's projection table)."""
+        rows = step.rows.rows
+        gathered = {"bias": self.output_bias.index_select(0, rows)}
+        for subnet in self.subnets:
+            if subnet.name not in self.active:
+                continue
+            gathered[f"block:{subnet.name}"] = subnet.output_weight.index_select(0, rows)
+            if subnet.id_mode in ("separate", "one-hot"):
+                gathered[f"id:{subnet.name}"] = subnet.id_table.index_select(
+                    0, step.rows.input_rows
+                )
+            for name in subnet.sparse_inputs:
+                gathered[f"bag:{subnet.name}:{name}"] = subnet.bag_table(name).index_select(
+                    0, step.bags[name].columns
+                )
+        return gathered
+
+    def _subnet_masks(self, step: StepBatch) -> list[list[torch.Tensor | None]]:
+        masks, start = [], 0
+        for subnet in self.subnets:
+            count = len(subnet.layers) + 1
+            masks.append(step.masks[start : start + count] if step.masks else [None] * count)
+            start += count
+        return masks
+
+    def forward_train(
+        self, step: StepBatch, hidden: list[torch.Tensor], gathered: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
+        """Training forward pass: (distinct-row scores (B, U), new hidden states, caches).
+
+        Reads the item tables only through ``gathered`` (``gather_rows``), so a test can make
+        those rows autograd leaves and check ``backward`` against autograd.
+        """
+        rows = step.rows
+        new_hidden = list(hidden)
+        caches = {}
+        scores = gathered["bias"].T
+        for subnet, part, masks in zip(self.subnets, self._hidden_slices, self._subnet_masks(step)):
+            if subnet.name not in self.active:
+                continue
+            dense_parts, projections = [], []
+            if subnet.id_mode == "constrained":
+                block = gathered[f"block:{subnet.name}"]
+                dense_parts.append(block.index_select(0, rows.input_columns))
+            elif subnet.id_mode == "separate":
+                dense_parts.append(
+                    gathered[f"id:{subnet.name}"].index_select(0, rows.input_columns)
+                )
+            elif subnet.id_mode == "one-hot":
+                projections.append(
+                    gathered[f"id:{subnet.name}"].index_select(0, rows.input_columns)
+                )
+            dense_parts += [self.features[n].dense(step.inputs) for n in subnet.dense_inputs]
+            for name in subnet.sparse_inputs:
+                bag_rows = gathered[f"bag:{subnet.name}:{name}"]
+                projections.append(step.bags[name].weights.T @ bag_rows)
+            dense_input = None
+            if dense_parts:
+                dense_input = dense_parts[0] if len(dense_parts) == 1 else torch.cat(dense_parts, 1)
+            new_hidden[part], layer_caches = self._run_layers(
+                subnet, dense_input, projections, hidden[part], masks
+            )
+            last = new_hidden[part][-1]
+            weighted = last * subnet.weight
+            scores = torch.addmm(scores, weighted, gathered[f"block:{subnet.name}"].T)
+            caches[subnet.name] = (layer_caches, last, weighted, masks[0])
+        return scores, new_hidden, caches
+
+    def backward(
+        self,
+        step: StepBatch,
+        gathered: dict[str, torch.Tensor],
+        caches: dict,
+        grad_scores: torch.Tensor,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Gradients of the loss, given its gradient w.r.t. the scores.
+
+        Returns (dense parameter gradients by parameter name, gathered-row gradients by
+        ``gather_rows`` key); frozen subnets get none, so they cost nothing here.
+        """
+        rows = step.rows
+        dense: dict[str, torch.Tensor] = {}
+        row_grads = {"bias": grad_scores.sum(dim=0)[:, None]}
+        for index, subnet in enumerate(self.subnets):
+            if subnet.name not in self.active:
+                continue
+            block_key = f"block:{subnet.name}"
+            layer_caches, last, weighted, input_mask = caches[subnet.name]
+            trains = subnet.name in self.trainable
+            if trains or self.output_blocks_always:
+                row_grads[block_key] = grad_scores.T @ weighted
+            if not trains:
+                continue
+            prefix = f"subnets.{index}."
+            grad_weighted = grad_scores @ gathered[block_key]
+            if isinstance(subnet.weight, nn.Parameter):
+                dense[prefix + "weight"] = (grad_weighted * last).sum()
+            grad_x = grad_weighted * subnet.weight
+            grad_projected = None
+            for layer_index in reversed(range(len(subnet.layers))):
+                layer = subnet.layers[layer_index]
+                cache = layer_caches[layer_index]
+                if cache.mask is not None:
+                    grad_x = grad_x * cache.mask
+                grad_projected, grad_recurrent = layer.backward(grad_x, cache.h, cache.gates)
+                name = f"{prefix}layers.{layer_index}."
+                dense[name + "weight_hh"] = cache.h.T @ grad_recurrent
+                dense[name + "bias_ih"] = grad_projected.sum(dim=0)
+                dense[name + "bias_hh"] = grad_recurrent.sum(dim=0)
+                if layer.weight_ih is not None:
+                    dense[name + "weight_ih"] = cache.layer_input.T @ grad_projected
+                    if layer_index > 0 or subnet.id_width:
+                        grad_x = grad_projected @ layer.weight_ih.T
+            # the item-table inputs of layer 0
+            if subnet.id_mode in ("constrained", "separate"):
+                grad_id = grad_x[:, : subnet.id_width]
+                if input_mask is not None:
+                    grad_id = grad_id * input_mask[:, : subnet.id_width]
+                summed = rows.input_one_hot().T @ grad_id  # (distinct inputs, width)
+                if subnet.id_mode == "separate":
+                    row_grads[f"id:{subnet.name}"] = summed
+                else:
+                    row_grads[block_key] = _add_rows(
+                        row_grads[block_key], rows.input_positions, summed
+                    )
+            elif subnet.id_mode == "one-hot":
+                row_grads[f"id:{subnet.name}"] = rows.input_one_hot().T @ grad_projected
+            for name in subnet.sparse_inputs:
+                row_grads[f"bag:{subnet.name}:{name}"] = step.bags[name].weights @ grad_projected
+        return dense, row_grads
+
+    def _apply_updates(
+        self,
+        optimizer,
+        step: StepBatch,
+        dense: dict[str, torch.Tensor],
+        row_grads: dict[str, torch.Tensor],
+    ) -> None:
+        optimizer.step_dense([dense.get(name) for name in self.parameter_names])
+        rows = step.rows
+        for subnet in self.subnets:
+            block_key = f"block:{subnet.name}"
+            if f"id:{subnet.name}" in row_grads:
+                optimizer.step_rows(
+                    subnet.id_table, rows.input_rows, row_grads[f"id:{subnet.name}"]
+                )
+            for name in subnet.sparse_inputs:
+                key = f"bag:{subnet.name}:{name}"
+                if key in row_grads:
+                    optimizer.step_rows(
+                        subnet.bag_table(name), step.bags[name].columns, row_grads[key]
+                    )
+            if block_key in row_grads:
+                # a trained constrained ID block is also the input table: every row it read
+                # moves; otherwise only the outputs' rows, as the reference's tables
+                reads_inputs = subnet.id_mode == "constrained" and subnet.name in self.trainable
+                touched = None if reads_inputs else rows.bias_touched
+                optimizer.step_rows(subnet.output_weight, rows.rows, row_grads[block_key], touched)
+        optimizer.step_rows(self.output_bias, rows.rows, row_grads["bias"], rows.bias_touched)
+
+    def _step_arithmetic(
+        self,
+        step: StepBatch,
+        hidden: list[torch.Tensor],
+        value_and_gradient,
+        prepared: tuple[torch.Tensor, ...],
+        optimizer,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``train_step``'s arithmetic: forward, backward and the optimiser's updates."""
+        gathered = self.gather_rows(step)
+        scores, new_hidden, caches = self.forward_train(step, hidden, gathered)
+        loss, grad_scores = value_and_gradient(scores, *prepared)
+        dense, row_grads = self.backward(step, gathered, caches, grad_scores)
+        self._apply_updates(optimizer, step, dense, row_grads)
+        return loss, new_hidden
+
+    @torch.no_grad()
+    def train_step(
+        self,
+        step: StepBatch,
+        hidden: list[torch.Tensor],
+        loss,
+        optimizer,
+        compiled: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One training step with a hand-written backward pass; returns (loss, new hidden).
+
+        With one-step truncated back-propagation the backward pass is a fixed, short sequence,
+        and autograd's bookkeeping cost more than the arithmetic at these sizes. ``step`` comes
+        from ``prnn.training.step_plan``; ``loss`` is a step loss of ``prnn.training``
+        (``prepared`` + ``value_and_gradient``). ``compiled=True`` runs the arithmetic through
+        ``torch.compile``: plain arithmetic on tensors whose shapes vary from step to step,
+        with no scatter over repeated indices.
+        """
+        arithmetic = self._step_arithmetic
+        if compiled and step.batch > 1:  # a lone lane would cost a recompilation for one step
+            if self._compiled_arithmetic is None:
+                self._compiled_arithmetic = torch.compile(self._step_arithmetic, dynamic=True)
+            arithmetic = self._compiled_arithmetic
+        return arithmetic(step, hidden, loss.value_and_gradient, loss.prepared(step), optimizer)
+
+
+def _add_rows(table: torch.Tensor, positions: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``table`` with ``rows`` added at the distinct ``positions``."""
+    if torch.compiler.is_compiling():
+        # a copy of the summed rows: an index_add would compile to atomic additions when
+        # several threads run
+        return table.index_copy(0, positions, table.index_select(0, positions) + rows)
+    return table.index_add(0, positions, rows)

@@ -1,0 +1,288 @@
+"""The session-parallel training loop shared by the recurrent models.
+
+One epoch walks a precomputed ``SessionParallelSchedule``: each step feeds one event per lane,
+scores the lanes' targets plus the shared negative samples, applies the configured loss, and
+updates dense weights with Adagrad-momentum and item tables on the touched rows only. Hidden
+states are carried across steps (detached: one-step truncated back-propagation, as in the
+reference) and zeroed for lanes that start a new session.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from prnn.batching import NegativeSampler, SessionParallelSchedule, session_parallel_schedule
+from prnn.data import EventLog
+from prnn.errors import ConfigError, TrainingError
+from prnn.optim import AdagradMomentum
+from prnn.progress import progress_bar
+from prnn.training.compile import CompileDecision, compile_settings
+from prnn.training.step_loss import make_step_loss
+from prnn.training.step_plan import CHUNK_STEPS, plan_steps
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    loss: float
+    seconds: float
+    n_events: int
+    events_per_second: float
+    valid: dict[str, float] = field(default_factory=dict)
+
+    def line(self, n_epochs: int) -> str:
+        text = (
+            f"epoch {self.epoch}/{n_epochs}: loss {self.loss:.6f}, {self.seconds:.2f} s, "
+            f"{self.events_per_second:,.0f} events/s"
+        )
+        if self.valid:
+            text += ", valid " + ", ".join(f"{k} {v:.4f}" for k, v in self.valid.items())
+        return text
+
+
+def session_start_order(events: EventLog) -> np.ndarray:
+    """Sessions sorted by the time of their first event (GRU4Rec's training order); stable."""
+    return np.argsort(events.timestamps[events.session_offsets[:-1]], kind="stable")
+
+
+def _lane_change_tensors(schedule: SessionParallelSchedule, device) -> dict[int, list[tuple]]:
+    """The schedule's lane changes as (reset lanes or None, kept lanes or None) tensors, made
+    once per training rather than once per step and epoch."""
+
+    def tensor(lanes):
+        return None if lanes is None or not len(lanes) else torch.as_tensor(lanes, device=device)
+
+    return {
+        step: [(tensor(change.reset), tensor(change.keep)) for change in changes]
+        for step, changes in schedule.lane_changes.items()
+    }
+
+
+def _apply_lane_changes(hidden: list[torch.Tensor], changes) -> list[torch.Tensor]:
+    for reset, keep in changes:
+        if reset is not None:
+            for h in hidden:
+                h.index_fill_(0, reset, 0.0)
+        if keep is not None:
+            hidden = [h.index_select(0, keep) for h in hidden]
+    return hidden
+
+
+def _trained_tensors(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors training changes, by name: parameters and item tables.
+
+    Feature matrices are buffers too, but fixed (and possibly large or memory-mapped), so the
+    early-stopping snapshot leaves them out.
+    """
+    tables = {id(t) for t in network.item_tables()}
+    trained = dict(network.named_parameters())
+    trained.update((n, b) for n, b in network.named_buffers() if id(b) in tables)
+    return trained
+
+
+def _train_step(network, step, hidden, step_loss, optimizer, decision: CompileDecision):
+    """One step, compiled if so decided; a compilation that fails falls back to eager mode."""
+    if decision.compiled:
+        try:
+            return network.train_step(step, hidden, step_loss, optimizer, compiled=True)
+        except Exception as error:  # noqa: BLE001 - whatever the compiler raised: go eager
+            decision.failed(error)
+    return network.train_step(step, hidden, step_loss, optimizer, compiled=False)
+
+
+def train_session_parallel(
+    network,
+    config,
+    events: EventLog,
+    item_index: np.ndarray,
+    item_counts: np.ndarray,
+    *,
+    generator: torch.Generator,
+    device: torch.device,
+    progress: bool = False,
+    validate: Callable[[], dict[str, float]] | None = None,
+    patience: int = 0,
+    valid_metric: str = "recall@20",
+    phase: Callable | None = None,
+    n_phases: int = 1,
+    n_epochs: int | None = None,
+    epoch_callback=None,
+    compile: bool | None = None,
+) -> list[EpochReport]:
+    """Train ``network`` for ``config.n_epochs`` epochs; returns per-epoch reports.
+
+    The network provides the step interface: ``n_items``, ``id_mode``, ``dropout_specs()``,
+    ``sparse_features()``, ``item_tables()``, ``initial_hidden(n)``, ``set_phase(phase)`` and
+    ``train_step(step, hidden, loss, optimizer, compiled)``; ``config`` the GRU4Rec-style
+    training settings (loss, batch size, sampling, optimiser, dropout, seed). ``item_counts``
+    are the items' training counts (negative sampling and logQ).
+
+    ``validate()`` (metrics of the network as it stands) runs after each epoch; with
+    ``patience > 0``, training stops after that many epochs without improving ``valid_metric``
+    and the best epoch's weights are kept. ``phase(epoch, step)`` (0-based epoch and step in
+    it), for networks of several subnets, says which are active and trainable (``n_phases``:
+    how many different ones there are); ``n_epochs`` overrides the config's epoch count;
+    ``epoch_callback(report, network, optimizer)`` runs after each epoch. ``compile``: run the
+    step through ``torch.compile`` (True), eagerly (False), or decide by timing (None; see
+    ``prnn.training.compile``).
+    """
+    min_lanes = 2 if config.n_sample == 0 else 1
+    schedule: SessionParallelSchedule = session_parallel_schedule(
+        events.session_offsets, session_start_order(events), config.batch_size, min_lanes
+    )
+    if schedule.n_targets == 0:
+        raise TrainingError(f"{events.source}: no session has two events; nothing to train on")
+    if schedule.n_unused_targets:
+        log.info(
+            "%d targets at the end of each epoch are not trained on: fewer than %d lanes remain",
+            schedule.n_unused_targets,
+            min_lanes,
+        )
+    item_index_t = torch.from_numpy(item_index.astype(np.int64))
+    positions = torch.from_numpy(schedule.input_positions)
+    step_inputs = item_index_t[positions].to(device)
+    step_targets = item_index_t[positions + 1].to(device)
+    step_offsets = schedule.step_offsets.tolist()
+
+    sampler = (
+        NegativeSampler(
+            item_counts,
+            config.n_sample,
+            config.sample_alpha,
+            config.sample_store_size,
+            generator,
+            device,
+            max_rows=schedule.n_steps,
+        )
+        if config.n_sample > 0
+        else None
+    )
+    log_q = None
+    if config.loss == "cross-entropy" and config.logq > 0:
+        # logQ correction: in-batch targets are "sampled" by popularity, extra negatives by
+        # popularity ** sample_alpha (the reference's P0 and P0 ** sample_alpha)
+        log_pop = torch.log(torch.from_numpy(item_counts.astype(np.float32))).to(device)
+        log_q = (config.logq * log_pop, config.logq * config.sample_alpha * log_pop)
+    step_loss = make_step_loss(config)
+    optimizer = AdagradMomentum(
+        list(network.parameters()), network.item_tables(), config.learning_rate, config.momentum
+    )
+    dropout_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+    use_dropout = config.dropout_p_embed > 0 or config.dropout_p_hidden > 0
+    step_sizes = np.diff(schedule.step_offsets).tolist()
+    lane_changes = _lane_change_tensors(schedule, device)
+    dropout_specs = network.dropout_specs()
+    sparse_features = network.sparse_features()
+
+    def plan_chunk(first: int):
+        """The planned steps ``first`` to ``first + CHUNK_STEPS``."""
+        last = min(first + CHUNK_STEPS, schedule.n_steps)
+        lo, hi = step_offsets[first], step_offsets[last]
+        return plan_steps(
+            id_mode=network.id_mode,
+            n_items=network.n_items,
+            inputs=step_inputs[lo:hi],
+            targets=step_targets[lo:hi],
+            sizes=step_sizes[first:last],
+            samples=None if sampler is None else sampler.draw_many(last - first),
+            log_q=log_q,
+            with_row_weights=step_loss.needs_row_weights,
+            dropout=dropout_specs,
+            generator=dropout_generator if use_dropout else None,
+            sparse_features=sparse_features,
+        )
+
+    reports: list[EpochReport] = []
+    best_value, best_state, epochs_without_gain = -np.inf, None, 0
+    n_epochs = n_epochs or config.n_epochs
+    decision = CompileDecision(compile, schedule.n_steps * n_epochs, device, n_graphs=n_phases)
+    current_phase = None
+    for epoch in range(1, n_epochs + 1):
+        network.train()
+        started = time.perf_counter()
+        hidden = network.initial_hidden(config.batch_size)
+        loss_sum = torch.zeros((), device=device)
+        bar = progress_bar(
+            range(schedule.n_steps),
+            desc=f"epoch {epoch}/{n_epochs}",
+            unit="batch",
+            enabled=progress,
+        )
+        # the compile settings only matter while tracing: on unless the step is decided eager
+        with compile_settings(not decision.decided or decision.compiled):
+            for step in bar:
+                if phase is not None:
+                    wanted = phase(epoch - 1, step)
+                    if wanted != current_phase:
+                        network.set_phase(wanted)
+                        current_phase = wanted
+                changes = lane_changes.get(step)
+                if changes:
+                    hidden = _apply_lane_changes(hidden, changes)
+                if step % CHUNK_STEPS == 0:
+                    planned = plan_chunk(step)
+                planned_step = planned[step % CHUNK_STEPS]
+                decision.before_step()
+                loss, hidden = _train_step(
+                    network, planned_step, hidden, step_loss, optimizer, decision
+                )
+                decision.after_step()
+                loss_sum.add_(loss, alpha=step_offsets[step + 1] - step_offsets[step])
+        bar.close()
+        seconds = time.perf_counter() - started
+        mean_loss = float(loss_sum) / schedule.n_targets
+        if not np.isfinite(mean_loss):
+            raise TrainingError(
+                f"training diverged in epoch {epoch} (loss {mean_loss}); lower learning_rate"
+            )
+        report = EpochReport(
+            epoch=epoch,
+            loss=mean_loss,
+            seconds=seconds,
+            n_events=schedule.n_targets,
+            events_per_second=schedule.n_targets / seconds,
+        )
+        if validate is not None:
+            network.eval()
+            if current_phase is not None:
+                # score with the subnets in the output so far (residual adds them one by one)
+                network.set_phase(dataclasses.replace(current_phase, trainable=frozenset()))
+                current_phase = None
+            metrics = validate()
+            if valid_metric not in metrics:
+                raise ConfigError(
+                    f"valid_metric must be one of {', '.join(metrics)}; got {valid_metric!r}"
+                )
+            report.valid = {k: metrics[k] for k in ("recall@20", "mrr@20") if k in metrics}
+            report.valid.setdefault(valid_metric, metrics[valid_metric])
+            value = metrics[valid_metric]
+            if value > best_value:
+                best_value, epochs_without_gain = value, 0
+                if patience > 0:
+                    best_state = {
+                        n: t.detach().clone() for n, t in _trained_tensors(network).items()
+                    }
+            else:
+                epochs_without_gain += 1
+        reports.append(report)
+        log.info(report.line(n_epochs))
+        if epoch_callback is not None:
+            epoch_callback(report, network, optimizer)
+        if patience > 0 and validate is not None and epochs_without_gain >= patience:
+            log.info("early stopping: no %s gain for %d epoch(s)", valid_metric, patience)
+            break
+    if best_state is not None:
+        with torch.no_grad():
+            for name, tensor in _trained_tensors(network).items():
+                tensor.copy_(best_state[name])
+    network.eval()
+    return reports

@@ -28,10 +28,6 @@ down by far more than half.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
-import io
-import re
 import resource
 import statistics
 import sys
@@ -43,67 +39,13 @@ from prnn.config import build_config, parse_overrides, read_config_file, read_pr
 from prnn.data import read_events
 from prnn.evaluation import evaluate
 from prnn.models import GRU4Rec, GRU4RecConfig
+from reference_gru4rec import train_reference
 
 
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-#: prnn setting -> the reference's constructor argument (same names; layers is a list there)
-REFERENCE_PARAMETERS = (
-    "loss",
-    "batch_size",
-    "dropout_p_embed",
-    "dropout_p_hidden",
-    "learning_rate",
-    "momentum",
-    "sample_alpha",
-    "n_sample",
-    "embedding",
-    "constrained_embedding",
-    "bpreg",
-    "elu_param",
-    "logq",
-)
-EPOCH_LINE = re.compile(r"Epoch(\d+) --> loss: ([\d.]+) \t\(([\d.]+)s\) .*\| (\d+) e/s\]")
-
-
-def reference_epochs(reference_dir: str, config: GRU4RecConfig, train, device) -> list[dict]:
-    """Train the reference GRU4Rec on ``train``; its per-epoch seconds and events/s."""
-    import pandas as pd
-
-    sys.path.insert(0, reference_dir)
-    try:
-        reference = importlib.import_module("gru4rec_pytorch")
-    finally:
-        sys.path.pop(0)
-    frame = pd.DataFrame(
-        {
-            "SessionId": train.session_ids,
-            "ItemId": train.item_ids,
-            "Time": train.timestamps,
-        }
-    )
-    model = reference.GRU4Rec(device=device)
-    model.layers = list(config.layers)
-    for name in REFERENCE_PARAMETERS:
-        setattr(model, name, getattr(config, name))
-    model.n_epochs = config.n_epochs
-    model.set_loss_function(config.loss)
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
-        # NumPy 2 promotes the compatibility-mode init to float64, which the reference then
-        # rejects; torch's own init is its other option and does not change the speed
-        model.fit(frame, compatibility_mode=False)
-    epochs = [
-        {"epoch": int(m[1]), "loss": float(m[2]), "seconds": float(m[3]), "rate": float(m[4])}
-        for m in EPOCH_LINE.finditer(captured.getvalue())
-    ]
-    if len(epochs) != config.n_epochs:
-        raise SystemExit(f"could not read the reference's epoch lines:\n{captured.getvalue()}")
-    return epochs
 
 
 def main() -> int:
@@ -141,6 +83,8 @@ def main() -> int:
         help="with --reference: prnn/reference alternations (default: 2)",
     )
     args = parser.parse_args()
+    if args.reference and args.epochs < 2:
+        parser.error("--reference also compares epochs 2 and later: give --epochs 2 or more")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -219,7 +163,7 @@ def compare_with_reference(args, config: GRU4RecConfig, train, device) -> int:
         prnn_threads = torch.get_num_threads()
         torch.set_num_threads(args.reference_threads or prnn_threads)
         try:
-            reference_run = reference_epochs(args.reference, config, train, device)
+            reference_run = train_reference(args.reference, config, train, device).epochs
         finally:
             torch.set_num_threads(prnn_threads)
         for epoch in reference_run:

@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from prnn.cli import example_events_path, main
 
@@ -100,41 +103,99 @@ def test_experiment_baselines_on_bundled_data(tmp_path, capsys):
     assert code == 0
     assert "| pop |" in out and "| item-knn |" in out
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["item-knn"]["recall@20"] > results["pop"]["recall@20"]
+    for metrics in results.values():
+        for k in (5, 10, 20):
+            assert 0 <= metrics[f"mrr@{k}"] <= metrics[f"recall@{k}"] <= 1
+        assert metrics["recall@5"] <= metrics["recall@10"] <= metrics["recall@20"]
+    # the figures of the README's table: deterministic models on the bundled sample
+    assert results["pop"]["recall@20"] == pytest.approx(0.0894, abs=5e-5)
+    assert results["pop"]["mrr@20"] == pytest.approx(0.0264, abs=5e-5)
+    assert results["item-knn"]["recall@20"] == pytest.approx(0.4075, abs=5e-5)
+    assert results["item-knn"]["mrr@20"] == pytest.approx(0.1862, abs=5e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Tiny files for the error cases, and a pop model trained on them."""
+    folder = tmp_path_factory.mktemp("tiny")
+    (folder / "events.csv").write_text(
+        "session_id,item_id,timestamp\n1,1,1\n1,2,2\n1,3,3\n2,2,10\n2,3,11\n"
+    )
+    (folder / "single_events.csv").write_text("session_id,item_id,timestamp\n7,1,1\n8,2,5\n")
+    (folder / "unknown_items.csv").write_text("session_id,item_id,timestamp\n7,91,1\n7,92,5\n")
+    (folder / "bad.csv").write_text("session_id,item_id,timestamp\n1,2,3\n1,3,soon\n")
+    (folder / "a_file").write_text("not a folder")
+    model = folder / "pop.prnn"
+    assert (
+        main(
+            ["--quiet", "train", str(folder / "events.csv"), "--model", "pop", "--out", str(model)]
+        )
+        == 0
+    )
+    metadata = {"format": "prnn-model", "format_version": "one", "model": "pop", "config": "{}"}
+    save_file({"x": torch.zeros(1)}, str(folder / "bad_version.prnn"), metadata=metadata)
+    return folder
+
+
+TRAIN = "train {d}/events.csv --out {d}/out.prnn --model"
+EVALUATE = "evaluate {d}/pop.prnn {d}/events.csv"
 
 
 @pytest.mark.parametrize(
-    ("make_args", "message"),
+    ("command", "message"),
     [
+        ("evaluate {d}/events.csv {d}/events.csv", "events.csv: not a prnn model"),
+        ("train {d}/bad.csv --model pop --out {d}/m", "bad.csv line 3, column 'timestamp'"),
+        (f"{TRAIN} item-knn --set neighbours=3", "unknown key 'neighbours'"),
+        ("recommend {d}/pop.prnn --items 1 --k 0", "--k must be >= 1; got 0"),
+        ("recommend {d}/pop.prnn --items 1 --k -1", "--k must be >= 1; got -1"),
+        (f"{TRAIN} gru4rec --device bogus", "--device: unknown torch device 'bogus'"),
+        (f"{EVALUATE} --device bogus", "--device: unknown torch device 'bogus'"),
         (
-            lambda p: ["evaluate", str(p / "not_a_model.csv"), str(p / "not_a_model.csv")],
-            "not a prnn model",
+            "train {d}/events.csv --model pop --out {d}/a_file/m.prnn",
+            "--out {d}/a_file/m.prnn: {d}/a_file is a file, not a folder",
+        ),
+        ("train {d}/events.csv --model pop --out {d}", "--out {d}: is a folder; expected a file"),
+        (
+            f"{EVALUATE} --json {{d}}/a_file/metrics.json",
+            "--json {d}/a_file/metrics.json: {d}/a_file is a file, not a folder",
         ),
         (
-            lambda p: ["train", str(p / "bad.csv"), "--model", "pop", "--out", str(p / "m")],
-            "bad.csv line 3, column 'timestamp': expected a number",
+            "features text {d}/events.csv --out {d}/a_file/text",
+            "--out {d}/a_file/text.npz: {d}/a_file is a file, not a folder",
         ),
         (
-            lambda p: [
-                "train",
-                str(p / "bad.csv"),
-                "--model",
-                "item-knn",
-                "--out",
-                str(p / "m"),
-                "--set",
-                "neighbours=3",
-            ],
-            "unknown key 'neighbours'",
+            "split {d}/events.csv --test-days 1 --out-dir {d}/a_file/split",
+            "--out-dir {d}/a_file/split: {d}/a_file is a file, not a folder",
+        ),
+        (f"{EVALUATE} --cutoffs 0", "--cutoffs expects positive integers; got '0'"),
+        (f"{EVALUATE} --cutoffs 5,x", "--cutoffs expects comma-separated integers"),
+        (f"{EVALUATE} --candidates top:0", "--candidates must be 'all' or 'top:N' with N >= 1"),
+        (f"{EVALUATE} --batch-size 0", "--batch-size must be >= 1; got 0"),
+        (f"{TRAIN} content-knn --features image", "--features: expected NAME=PATH, got 'image'"),
+        (f"{TRAIN} pop --features image=x.npz", "--features only apply to models that read"),
+        (f"{TRAIN} pop --where split", "--where: expected COLUMN=VALUE, got 'split'"),
+        (f"{TRAIN} pop --config {{d}}/absent.toml", "absent.toml: cannot read config file"),
+        (f"{TRAIN} pop --compile", "--compile only apply to models trained by epochs"),
+        (f"{TRAIN} item-knn --no-compile", "--no-compile only apply to models trained by epochs"),
+        ("evaluate {d}/bad_version.prnn {d}/events.csv", "format_version 'one' in its metadata"),
+        (
+            "evaluate {d}/pop.prnn {d}/single_events.csv",
+            "single_events.csv: no event to evaluate: each of its 2 sessions has a single event",
+        ),
+        (
+            "evaluate {d}/pop.prnn {d}/unknown_items.csv",
+            "unknown_items.csv: no event to evaluate: its 1 (event, next event) pair(s) all "
+            "involve items pop was not trained on",
         ),
     ],
 )
-def test_errors_are_one_line_without_traceback(tmp_path, capsys, make_args, message):
-    (tmp_path / "not_a_model.csv").write_text("session_id,item_id,timestamp\n1,2,3\n")
-    (tmp_path / "bad.csv").write_text("session_id,item_id,timestamp\n1,2,3\n1,3,soon\n")
-    code, _, err = run(make_args(tmp_path), capsys)
+def test_errors_are_one_line_without_traceback(tiny, capsys, command, message):
+    argv = [token.format(d=tiny) for token in command.split()]
+    code, _, err = run(argv, capsys)
     assert code == 2
-    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert err.startswith("prnn: error: ") and err.count("\n") == 1, err
+    assert message.format(d=tiny) in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(
@@ -193,22 +254,29 @@ def test_epoch_flags_are_refused_for_knn_models(split_dir, tmp_path, capsys):
     assert code == 2 and "--valid only apply to models trained by epochs" in err
 
 
-def test_compile_is_refused_for_models_without_a_hand_written_step(split_dir, tmp_path, capsys):
-    code, _, err = run(
-        ["train", str(split_dir / "train.csv"), "--model", "item-knn", "--compile"]
-        + ["--out", str(tmp_path / "m")],
-        capsys,
-    )
-    assert code == 2 and "--compile only apply to models trained by epochs" in err
+@pytest.mark.parametrize("model_name", ["gru4rec", "concat"])
+@pytest.mark.parametrize(
+    ("flags", "compile_option"), [([], "absent"), (["--compile"], True), (["--no-compile"], False)]
+)
+def test_compile_flags_reach_fit_only_when_given(model_name, flags, compile_option):
     from prnn.cli import _training_options, build_parser
-    from prnn.models import Concat
+    from prnn.models import MODELS
 
     args = build_parser().parse_args(
-        ["train", "x.csv", "--model", "concat", "--compile", "--out", "m"]
+        ["train", "x.csv", "--model", model_name, "--out", "m", *flags]
     )
-    args.features = []
-    with pytest.raises(Exception, match="--compile applies to models with a hand-written"):
-        _training_options(args, Concat())
+    options = _training_options(args, MODELS[model_name]())
+    # without a flag the library decides (compiled where it pays)
+    assert options.get("compile", "absent") == compile_option
+
+
+def test_train_help_states_the_compile_default():
+    result = subprocess.run(
+        [sys.executable, "-m", "prnn.cli", "train", "--help"], capture_output=True, text=True
+    )
+    help_text = " ".join(result.stdout.split())
+    assert "--compile, --no-compile" in help_text
+    assert "compiled by default where it pays; --no-compile trains eagerly" in help_text
 
 
 def test_unknown_preset_names_the_closest(split_dir, tmp_path, capsys):
@@ -226,3 +294,39 @@ def test_unknown_preset_names_the_closest(split_dir, tmp_path, capsys):
         capsys,
     )
     assert code == 2 and "did you mean 'rsc15'" in err
+
+
+def test_outputs_in_missing_folders_are_created(tiny, tmp_path, capsys):
+    model = tmp_path / "new" / "models" / "pop.prnn"
+    code, out, err = run(
+        ["train", str(tiny / "events.csv"), "--model", "pop", "--out", str(model)], capsys
+    )
+    assert code == 0 and model.is_file() and f"saved {model}" in out
+    assert err == ""  # --quiet: no info logs, no progress bars
+    metrics = tmp_path / "new" / "reports" / "metrics.json"
+    code, _, _ = run(
+        ["evaluate", str(model), str(tiny / "events.csv"), "--json", str(metrics)], capsys
+    )
+    assert code == 0 and json.loads(metrics.read_text())["n_events"] == 3
+
+
+def test_quiet_silences_info_logs_but_not_warnings(tiny, tmp_path, capsys):
+    from prnn.features import save_dense_features
+
+    # features for 1 of the 3 items of events.csv (and one unknown item)
+    save_dense_features(tmp_path / "few.npz", np.array([1, 9]), np.eye(2, dtype=np.float32))
+    train = ["train", str(tiny / "events.csv"), "--model", "content-knn", "--out"]
+    train += [str(tmp_path / "m.prnn"), "--features", f"image={tmp_path / 'few.npz'}"]
+
+    code, _, err = run(train, capsys)  # run() passes --quiet
+    assert code == 0
+    assert err.splitlines() == [
+        f"feature set 'image' ({tmp_path / 'few.npz'}): only 1 of the 3 items of the event log "
+        "(33.3%) have features, the others get zero rows; do the ids match (features: [1, 9], "
+        "events: [1, 2, 3])?"
+    ]
+
+    code = main(train)
+    err = capsys.readouterr().err
+    assert code == 0 and "only 1 of the 3 items" in err and "read " in err  # info logs too
+    assert "it/s" not in err and "\r" not in err  # stderr is no terminal: no progress bars

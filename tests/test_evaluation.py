@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from prnn.data import EventLog, Vocabulary
-from prnn.errors import ConfigError
+from prnn.errors import ConfigError, DataError
 from prnn.evaluation import (
     CandidateSet,
     evaluate,
@@ -115,6 +115,22 @@ def test_unknown_items_are_skipped_and_dropped_from_history():
     # a->x (unknown target), x->b (unknown input) and y->z are skipped; b->c is ranked 4th
     assert (result.n_events, result.n_skipped) == (1, 3)
     assert result.metrics["mrr@5"] == pytest.approx(1 / 4)
+
+
+@pytest.mark.parametrize(
+    ("sessions", "message"),
+    [
+        ({1: ["a"], 2: ["b"]}, "each of its 2 sessions has a single event"),
+        (
+            {1: ["x", "y"], 2: ["a", "z"]},
+            "its 2 \\(event, next event\\) pair\\(s\\) all involve items",
+        ),
+    ],
+)
+def test_a_log_with_nothing_to_evaluate_is_an_error(sessions, message):
+    model = LookupModel(VOCABULARY, TABLE)
+    with pytest.raises(DataError, match=f"<memory>: no event to evaluate: {message}"):
+        evaluate(model, make_log(sessions))
 
 
 def test_top_n_candidates_count_outside_targets_as_misses():

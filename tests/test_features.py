@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -12,7 +13,13 @@ import scipy.sparse as sp
 from prnn.cli import main
 from prnn.data import Vocabulary
 from prnn.errors import DataError
-from prnn.features import FeatureMatrix, align_features, read_features, save_sparse_features
+from prnn.features import (
+    FeatureMatrix,
+    align_features,
+    read_features,
+    save_dense_features,
+    save_sparse_features,
+)
 from prnn.featurize import read_item_table, tfidf_text_features
 
 from .conftest import SHARED_DATA
@@ -118,26 +125,62 @@ def test_item_table_errors(tmp_path):
         read_item_table(tmp_path / "items.csv", "item_id", ["title", "description"])
 
 
-def test_cli_features_text(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("out", "written"), [("text.npz", "text.npz"), ("text", "text.npz"), ("t.bin", "t.bin.npz")]
+)
+def test_cli_features_text_writes_an_npz_that_train_reads(tmp_path, capsys, out, written):
     (tmp_path / "items.csv").write_text(
         "item_id,title,description\n1,red fast car,a car\n2,red fast bike,\n3,blue slow car,x y\n"
     )
-    code = main(
-        [
-            "--quiet",
-            "features",
-            "text",
-            str(tmp_path / "items.csv"),
-            "--out",
-            str(tmp_path / "text.npz"),
-            "--ngram-range",
-            "1,2",
-        ]
+    (tmp_path / "events.csv").write_text(
+        "session_id,item_id,timestamp\n1,1,1\n1,3,2\n2,2,5\n2,1,6\n"
     )
+    text = ["features", "text", str(tmp_path / "items.csv"), "--ngram-range", "1,2"]
+    code = main(["--quiet", *text, "--out", str(tmp_path / out)])
     assert code == 0
-    assert "3 items" in capsys.readouterr().out
-    features = read_features(tmp_path / "text.npz")
+    # as numpy.savez does, .npz is added to a path without it; the message says where
+    out = capsys.readouterr().out
+    assert out.startswith("3 items, vocabulary of 12 1-2-grams")
+    assert out.endswith(f"; saved {tmp_path / written}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["items.csv", "events.csv", written]
+    )
+    features = read_features(tmp_path / written)
     assert features.is_sparse and features.values.shape[0] == 3
+
+    train = ["train", str(tmp_path / "events.csv"), "--model", "content-knn"]
+    train += ["--features", f"text={tmp_path / written}", "--out", str(tmp_path / "m.prnn")]
+    assert main(["--quiet", *train]) == 0
+
+
+def test_feature_files_are_recognised_by_content_and_missing_npz_is_hinted(tmp_path):
+    save_sparse_features(tmp_path / "t.npz", sp.csr_matrix(np.eye(2)), np.array(["a", "b"]))
+    (tmp_path / "t.npz").rename(tmp_path / "renamed")
+    assert read_features(tmp_path / "renamed").values.shape == (2, 2)
+    save_dense_features(tmp_path / "dense", np.array(["a", "b"]), np.ones((2, 3)))
+    with pytest.raises(DataError, match="dense: no such feature file; did you mean .*dense.npz"):
+        read_features(tmp_path / "dense")
+    (tmp_path / "notes.txt").write_text("item_id,x\na,1\n")
+    with pytest.raises(DataError, match="notes.txt: unknown feature file type"):
+        read_features(tmp_path / "notes.txt")
+
+
+def test_low_coverage_of_the_event_log_warns(tmp_path, caplog):
+    save_dense_features(tmp_path / "f.npz", np.array(["a", "b", "zz"]), np.ones((3, 2)))
+    with caplog.at_level(logging.INFO, logger="prnn.features"):
+        align_features(read_features(tmp_path / "f.npz"), VOCABULARY, name="img")
+    # 2 of 4 items: half, no warning
+    assert [r.levelno for r in caplog.records] == [logging.INFO, logging.INFO]
+    caplog.clear()
+    save_dense_features(tmp_path / "f.npz", np.array(["a", "zz"]), np.ones((2, 2)))
+    with caplog.at_level(logging.INFO, logger="prnn.features"):
+        align_features(read_features(tmp_path / "f.npz"), VOCABULARY, name="img")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"feature set 'img' ({tmp_path / 'f.npz'}): only 1 of the 4 items of the event log "
+        "(25.0%) have features, the others get zero rows; do the ids match (features: "
+        "['a', 'zz'], events: ['a', 'b', 'c'])?"
+    ]
 
 
 @pytest.mark.realdata

@@ -32,6 +32,14 @@ def test_safetensors_without_the_prnn_marker(tmp_path):
         SessionRecommender.load(tmp_path / "other.safetensors")
 
 
+@pytest.mark.parametrize(("version", "message"), [("one", "is not a number"), ("2", "is newer")])
+def test_format_version_must_be_a_known_number(tmp_path, version, message):
+    metadata = {"format": "prnn-model", "format_version": version, "model": "pop", "config": "{}"}
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "m.prnn"), metadata=metadata)
+    with pytest.raises(ModelFormatError, match=f"m.prnn: .*{message}"):
+        SessionRecommender.load(tmp_path / "m.prnn")
+
+
 def test_missing_model_file(tmp_path):
     with pytest.raises(ModelFormatError, match="no such model file"):
         SessionRecommender.load(tmp_path / "absent.prnn")

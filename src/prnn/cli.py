@@ -3,21 +3,25 @@
 Every command parses its flags, calls the library and prints. Results go to stdout; logs and
 progress bars go to stderr, so ``prnn evaluate ... --json -`` prints nothing but JSON on stdout.
 Errors prnn raises on purpose (bad files, bad settings) become one line on stderr and exit code 2;
-``--debug`` shows the traceback instead.
+``--debug`` shows the traceback instead. Flags are checked before any work starts (a mistake in the
+last flag costs no reading or training), and so is that every output can be written.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
+import torch
 
 from prnn import __version__
 from prnn.atomic import atomic_write_bytes
@@ -31,6 +35,8 @@ from prnn.evaluation import (
     TIE_SHARE_ABOVE,
     EvaluationResult,
     evaluate,
+    parse_candidates,
+    validation,
 )
 from prnn.models import MODELS, SessionRecommender
 
@@ -69,8 +75,12 @@ def _add_event_columns(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _parse_where(args: argparse.Namespace) -> dict[str, str]:
+    return parse_overrides(args.where, "--where", "COLUMN=VALUE")
+
+
 def _read_events_from_args(path: str, args: argparse.Namespace) -> EventLog:
-    where = parse_overrides(args.where, "--where")
+    where = _parse_where(args)
     events = read_events(
         path,
         session_col=args.session_col,
@@ -86,6 +96,62 @@ def _read_events_from_args(path: str, args: argparse.Namespace) -> EventLog:
         events.n_items,
     )
     return events
+
+
+def _check_at_least(value: int | None, flag: str, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        raise ConfigError(f"{flag} must be >= {minimum}; got {value}")
+
+
+def _check_device(text: str | None, flag: str = "--device") -> None:
+    """An unknown or absent torch device fails here, not deep inside training or scoring."""
+    if text is None:
+        return
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise ConfigError(
+            f"{flag}: unknown torch device {text!r}; expected e.g. cpu, cuda, cuda:1 or mps"
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"{flag} {text}: this machine (or this torch build) has no CUDA")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{flag} {text}: there are only {count} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{flag} {text}: MPS is not available on this machine")
+
+
+def _check_writable_folder(folder: Path, flag: str, target: Path) -> None:
+    """Create ``folder`` if missing and check that a file can be written in it."""
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {target}: {existing} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{flag} {target}: cannot write in folder {folder} ({exc.strerror or exc})"
+        ) from None
+
+
+def _writable_file(path: str | Path, flag: str) -> Path:
+    """``path`` as a Path, after creating its missing folders and checking it can be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a folder; expected a file name")
+    _check_writable_folder(path.parent, flag, path)
+    return path
+
+
+def _writable_folder(path: str | Path, flag: str) -> Path:
+    """Folder ``path``, created if missing, after checking files can be written in it."""
+    path = Path(path)
+    _check_writable_folder(path, flag, path)
+    return path
 
 
 def _parse_cutoffs(text: str) -> tuple[int, ...]:
@@ -118,14 +184,22 @@ def _build_model(args: argparse.Namespace) -> SessionRecommender:
     return model_class(config)
 
 
+def _parse_feature_specs(specs: list[str]) -> dict[str, str]:
+    """``--features NAME=PATH`` (repeatable) -> {name: path}, names checked."""
+    from prnn.models.prnn import check_feature_set_name
+
+    paths = parse_overrides(specs, "--features", "NAME=PATH")
+    for name in paths:
+        check_feature_set_name(name)
+    return paths
+
+
 def _read_feature_sets(specs: list[str]) -> dict:
     """``--features NAME=PATH`` (repeatable) -> {name: FeatureMatrix}."""
     from prnn.features import read_features
-    from prnn.models.prnn import check_feature_set_name
 
     feature_sets = {}
-    for name, path in parse_overrides(specs, "--features").items():
-        check_feature_set_name(name)
+    for name, path in _parse_feature_specs(specs).items():
         feature_sets[name] = read_features(path)
         matrix = feature_sets[name]
         kind = "sparse" if matrix.is_sparse else "dense"
@@ -140,44 +214,48 @@ def _read_feature_sets(specs: list[str]) -> dict:
     return feature_sets
 
 
-def _training_options(args: argparse.Namespace, model: SessionRecommender) -> dict:
-    """--features for models that read item features; --valid, --patience, --device for
-    models trained by epochs; --compile for those with a hand-written training step."""
-    options: dict = {}
+def _check_training_flags(args: argparse.Namespace, model: SessionRecommender) -> None:
+    """The training flags apply to ``model`` and have valid values; reads no file."""
     if model.uses_features:
-        options["features"] = _read_feature_sets(args.features)
+        _parse_feature_specs(args.features)
     elif args.features:
         raise ConfigError(
             f"--features only apply to models that read item features; {model.name} does not"
         )
     asked = [
         flag
-        for flag, value in (
-            ("--valid", args.valid),
-            ("--patience", args.patience),
-            ("--device", args.device),
-            ("--compile", args.compile),
+        for flag, given in (
+            ("--valid", args.valid is not None),
+            ("--patience", args.patience is not None),
+            ("--device", args.device is not None),
+            ("--compile" if args.compile else "--no-compile", args.compile is not None),
         )
-        if value
+        if given
     ]
+    if asked and not model.trains_by_epochs:
+        raise ConfigError(
+            f"{', '.join(asked)} only apply to models trained by epochs; {model.name} is not"
+        )
+    _check_at_least(args.patience, "--patience", 0)
+    _check_device(args.device)
+
+
+def _training_options(args: argparse.Namespace, model: SessionRecommender) -> dict:
+    """The fit options of the flags: --features for models that read item features; --valid,
+    --patience, --device and --compile / --no-compile for models trained by epochs."""
+    _check_training_flags(args, model)
+    options: dict = {}
+    if model.uses_features:
+        options["features"] = _read_feature_sets(args.features)
     if not model.trains_by_epochs:
-        if asked:
-            raise ConfigError(
-                f"{', '.join(asked)} only apply to models trained by epochs; {model.name} is not"
-            )
         return options
     options.update(
         device=args.device or "cpu", patience=args.patience or 0, valid_metric=args.valid_metric
     )
-    if args.compile:
-        if not model.compiles_training:
-            raise ConfigError(
-                f"--compile applies to models with a hand-written training step (gru4rec); "
-                f"{model.name} trains through autograd"
-            )
-        options["compile"] = True
+    if args.compile is not None:  # otherwise the library's default: compiled where it pays
+        options["compile"] = args.compile
     if args.valid:
-        options["valid"] = _read_events_from_args(args.valid, args)
+        options["valid"] = validation(_read_events_from_args(args.valid, args))
     return options
 
 
@@ -187,6 +265,8 @@ def _training_options(args: argparse.Namespace, model: SessionRecommender) -> di
 
 
 def command_split(args: argparse.Namespace) -> int:
+    out_dir = _writable_folder(args.out_dir, "--out-dir")
+    _parse_where(args)
     events = _read_events_from_args(args.events, args)
     train, test, report = split_by_time(
         events,
@@ -195,7 +275,6 @@ def command_split(args: argparse.Namespace) -> int:
         min_item_support=args.min_item_support,
         min_session_length=args.min_session_length,
     )
-    out_dir = Path(args.out_dir)
     write_events(train, out_dir / "train.csv")
     write_events(test, out_dir / "test.csv")
     summary = {key: value for key, value in vars(report).items()}
@@ -207,15 +286,18 @@ def command_split(args: argparse.Namespace) -> int:
 
 
 def command_train(args: argparse.Namespace) -> int:
+    out = _writable_file(args.out, "--out")
     model = _build_model(args)
+    _check_training_flags(args, model)
+    _parse_where(args)
     log.info("model %s: %s", model.name, model.config)
     events = _read_events_from_args(args.train, args)
     options = _training_options(args, model)
     started = time.perf_counter()
     model.fit(events, progress=not args.quiet, **options)
     seconds = time.perf_counter() - started
-    model.save(args.out)
-    print(f"trained {model.name} on {events.n_events} events in {seconds:.1f} s; saved {args.out}")
+    model.save(out)
+    print(f"trained {model.name} on {events.n_events} events in {seconds:.1f} s; saved {out}")
     return 0
 
 
@@ -243,12 +325,18 @@ def _protocol_line(result: EvaluationResult) -> str:
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
+    json_out = _writable_file(args.json, "--json") if args.json not in (None, "-") else None
+    cutoffs = _parse_cutoffs(args.cutoffs)
+    parse_candidates(args.candidates, "--candidates")
+    _check_at_least(args.batch_size, "--batch-size")
+    _check_device(args.device)
+    _parse_where(args)
     model = SessionRecommender.load(args.model).to(args.device)
     events = _read_events_from_args(args.test, args)
     result = evaluate(
         model,
         events,
-        cutoffs=_parse_cutoffs(args.cutoffs),
+        cutoffs=cutoffs,
         candidates=args.candidates,
         ties=args.ties,
         batch_size=args.batch_size,
@@ -258,18 +346,19 @@ def command_evaluate(args: argparse.Namespace) -> int:
     if args.json == "-":
         print(payload)
         return 0
-    if args.json:
-        atomic_write_bytes(args.json, (payload + "\n").encode())
+    if json_out is not None:
+        atomic_write_bytes(json_out, (payload + "\n").encode())
     print(_result_table([(model.name, result)], result.cutoffs))
     print(_protocol_line(result))
     return 0
 
 
 def command_recommend(args: argparse.Namespace) -> int:
-    model = SessionRecommender.load(args.model)
+    _check_at_least(args.k, "--k")
     items = [item.strip() for item in args.items.split(",") if item.strip()]
     if not items:
         raise ConfigError("--items expects at least one item id, e.g. --items 214536502,214536506")
+    model = SessionRecommender.load(args.model)
     unknown = [
         item for item, index in zip(items, model.fitted_vocabulary.index(items)) if index < 0
     ]
@@ -288,9 +377,10 @@ def command_recommend(args: argparse.Namespace) -> int:
 
 
 def command_features_text(args: argparse.Namespace) -> int:
-    from prnn.features import save_sparse_features
+    from prnn.features import feature_file_path, save_sparse_features
     from prnn.featurize import read_item_table, tfidf_text_features
 
+    out = _writable_file(feature_file_path(args.out), "--out")
     text_cols = [c.strip() for c in args.text_cols.split(",") if c.strip()]
     try:
         low, high = (int(v) for v in args.ngram_range.split(","))
@@ -309,20 +399,23 @@ def command_features_text(args: argparse.Namespace) -> int:
         max_features=args.max_features,
         sublinear_tf=args.sublinear_tf,
     )
-    save_sparse_features(args.out, text.values, text.item_ids, text.vocabulary)
+    written = save_sparse_features(out, text.values, text.item_ids, text.vocabulary)
     print(
         f"{len(text.item_ids)} items, vocabulary of {len(text.vocabulary)} "
         f"{low}-{high}-grams, {text.mean_nonzeros:.2f} non-zeros per item on average; "
-        f"saved {args.out}"
+        f"saved {written}"
     )
     return 0
 
 
 def command_features_image(args: argparse.Namespace) -> int:
-    import io
-
+    from prnn.features import feature_file_path, save_dense_features
     from prnn.image_features import image_features
 
+    out = _writable_file(feature_file_path(args.out), "--out")
+    _check_at_least(args.batch_size, "--batch-size")
+    _check_at_least(args.image_size, "--image-size")
+    _check_at_least(args.limit, "--limit")
     ids, vectors = image_features(
         args.images,
         backbone=args.backbone,
@@ -333,12 +426,9 @@ def command_features_image(args: argparse.Namespace) -> int:
         limit=args.limit,
         progress=not args.quiet,
     )
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, item_id=ids, emb=vectors)
-    atomic_write_bytes(args.out, buffer.getvalue())
+    written = save_dense_features(out, ids, vectors)
     print(
-        f"{len(ids)} images -> {vectors.shape[1]}-d unit vectors ({args.backbone}); "
-        f"saved {args.out}"
+        f"{len(ids)} images -> {vectors.shape[1]}-d unit vectors ({args.backbone}); saved {written}"
     )
     return 0
 
@@ -347,6 +437,9 @@ def command_experiment_paper(args: argparse.Namespace) -> int:
     from prnn.data import split_sessions_randomly
     from prnn.experiment import run_paper_experiment, write_report
 
+    out_dir = _writable_folder(args.out_dir, "--out-dir")
+    _parse_where(args)
+    _parse_feature_specs(args.features)
     bundled = args.events is None
     if bundled:
         folder = example_events_path().parent / "toys_sample"
@@ -409,7 +502,6 @@ def command_experiment_paper(args: argparse.Namespace) -> int:
         ),
         f"command: prnn {' '.join(args.argv)}",
     ]
-    out_dir = Path(args.out_dir)
     write_report(out_dir, rows, hidden=args.hidden, title=title, notes=notes)
     print((out_dir / "results.md").read_text())
     print(f"wrote {out_dir}/results.md, results.csv, results.json and results.png")
@@ -417,16 +509,20 @@ def command_experiment_paper(args: argparse.Namespace) -> int:
 
 
 def command_experiment_baselines(args: argparse.Namespace) -> int:
+    out_dir = _writable_folder(args.out_dir, "--out-dir") if args.out_dir else None
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    for name in names:
+        if name not in MODELS:
+            raise ConfigError(f"--models: unknown model {name!r}; choose from {', '.join(MODELS)}")
+    if not names:
+        raise ConfigError(f"--models expects model names, e.g. pop,item-knn; got {args.models!r}")
+    cutoffs = _parse_cutoffs(args.cutoffs)
+    _parse_where(args)
     path = args.events or str(example_events_path())
     events = _read_events_from_args(path, args)
     train, test, report = split_by_time(events, args.test_days)
     for line in report.lines():
         log.info(line)
-    names = [name.strip() for name in args.models.split(",") if name.strip()]
-    for name in names:
-        if name not in MODELS:
-            raise ConfigError(f"--models: unknown model {name!r}; choose from {', '.join(MODELS)}")
-    cutoffs = _parse_cutoffs(args.cutoffs)
     rows: list[tuple[str, EvaluationResult]] = []
     timings: dict[str, float] = {}
     for name in names:
@@ -439,8 +535,7 @@ def command_experiment_baselines(args: argparse.Namespace) -> int:
     print(f"Baselines on {path}: last {args.test_days:g} day(s) as test")
     print(table)
     print(_protocol_line(rows[0][1]))
-    if args.out_dir:
-        out_dir = Path(args.out_dir)
+    if out_dir is not None:
         results = {
             name: {**result.to_dict(), "fit_seconds": round(timings[name], 3)}
             for name, result in rows
@@ -456,6 +551,12 @@ def command_experiment_baselines(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+THREADS_HELP = (
+    "intra-op threads for training, evaluation and feature extraction (default: the "
+    "PRNN_THREADS or OMP_NUM_THREADS variable, else prnn's policy: see docs/threads.md)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prnn",
@@ -467,7 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bars or info logs on stderr"
     )
-    # The same two flags after the subcommand name; SUPPRESS keeps the top-level value otherwise.
+    parser.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
+    # The same flags after the subcommand name; SUPPRESS keeps the top-level value otherwise.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
@@ -478,6 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=argparse.SUPPRESS,
         help="no progress bars or info logs on stderr",
+    )
+    common.add_argument(
+        "--threads", type=int, metavar="N", default=argparse.SUPPRESS, help=THREADS_HELP
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -561,9 +666,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     epochs.add_argument(
         "--compile",
-        action="store_true",
-        help="gru4rec with cross-entropy: run the training step through torch.compile "
-        "(faster after a one-off compilation of 5-20 s; needs a C++ compiler on CPU)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the training step through torch.compile: compiled by default where it pays; "
+        "--no-compile trains eagerly (compiling takes a one-off 5-20 s and, on CPU, a C++ "
+        "compiler)",
     )
     _add_event_columns(train)
     train.set_defaults(handler=command_train)
@@ -764,6 +871,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _threads_setting(threads: int | None):
+    """``--threads N`` as ``PRNN_THREADS`` while the command runs: every library call resolves
+    its thread count from it (``prnn.threads``)."""
+    if threads is None:
+        yield
+        return
+    from prnn.threads import ENV_VAR, parse_thread_count
+
+    previous = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = str(parse_thread_count(threads, "--threads"))
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[ENV_VAR]
+        else:
+            os.environ[ENV_VAR] = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -775,11 +902,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         force=True,
     )
     try:
-        return args.handler(args)
+        with _threads_setting(args.threads):
+            return args.handler(args)
     except PrnnError as error:
         if args.debug:
             raise
         print(f"prnn: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the file system failed under us (disk full, file removed)
+        if args.debug:
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"prnn: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("prnn: interrupted", file=sys.stderr)

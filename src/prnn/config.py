@@ -127,13 +127,18 @@ def build_config(cls: type[ConfigT], values: Mapping[str, Any], source: str = "c
     return cls(**kwargs)
 
 
-def parse_overrides(pairs: Iterable[str], source: str = "--set") -> dict[str, str]:
-    """Turn ``["key=value", ...]`` into a dict; the values stay strings until build_config."""
+def parse_overrides(
+    pairs: Iterable[str], source: str = "--set", form: str = "key=value"
+) -> dict[str, str]:
+    """Turn ``["key=value", ...]`` into a dict; the values stay strings until build_config.
+
+    ``source`` and ``form`` (e.g. ``--where`` and ``COLUMN=VALUE``) name the input in errors.
+    """
     result: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"{source}: expected key=value, got {pair!r}")
+            raise ConfigError(f"{source}: expected {form}, got {pair!r}")
         result[key.strip()] = value.strip()
     return result
 

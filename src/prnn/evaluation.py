@@ -11,16 +11,18 @@ Defaults, defined once here: conservative ties, all items as candidates, cut-off
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from prnn.data import EventLog, Vocabulary
-from prnn.errors import ConfigError, PrnnError
+from prnn.errors import ConfigError, DataError, PrnnError
 from prnn.models.base import SessionRecommender
+from prnn.progress import progress_bar
+from prnn.threads import resolve_threads, using_threads
 
 TiePolicy = Literal["conservative", "optimistic", "median"]
 #: Share of the items tied with the target that rank above it.
@@ -63,6 +65,17 @@ def reciprocal_rank_at(ranks: torch.Tensor, k: int) -> torch.Tensor:
     return torch.where(ranks <= k, 1.0 / ranks, torch.zeros_like(ranks))
 
 
+def parse_candidates(spec: str, name: str = "candidates") -> int | None:
+    """``all`` -> None, ``top:N`` -> N; ``name`` is what the error calls the setting."""
+    text = spec.strip().lower()
+    if text == "all":
+        return None
+    kind, _, number = text.partition(":")
+    if kind != "top" or not number.isdigit() or int(number) < 1:
+        raise ConfigError(f"{name} must be 'all' or 'top:N' with N >= 1; got {spec!r}")
+    return int(number)
+
+
 @dataclass(frozen=True)
 class CandidateSet:
     """The items ranked for every event: all items, or the N most popular training items."""
@@ -75,17 +88,14 @@ class CandidateSet:
 
     @classmethod
     def parse(cls, spec: str, vocabulary: Vocabulary) -> CandidateSet:
-        spec = spec.strip().lower()
         n_items = len(vocabulary)
-        if spec == "all":
+        top = parse_candidates(spec)
+        if top is None:
             return cls("all", None, np.arange(n_items, dtype=np.int64))
-        kind, _, number = spec.partition(":")
-        if kind != "top" or not number.isdigit() or int(number) < 1:
-            raise ConfigError(f"candidates must be 'all' or 'top:N' with N >= 1; got {spec!r}")
-        indices = vocabulary.most_popular(min(int(number), n_items))
+        indices = vocabulary.most_popular(min(top, n_items))
         column_of_item = np.full(n_items, -1, dtype=np.int64)
         column_of_item[indices] = np.arange(len(indices))
-        return cls(f"top:{int(number)}", indices, column_of_item)
+        return cls(f"top:{top}", indices, column_of_item)
 
     def __len__(self) -> int:
         return len(self.column_of_item) if self.indices is None else len(self.indices)
@@ -154,6 +164,23 @@ def _evaluation_steps(events: EventLog, vocabulary: Vocabulary) -> _EvaluationSt
     )
 
 
+def _nothing_to_evaluate(events: EventLog, steps: _EvaluationSteps, model_name: str) -> str:
+    """Why no event of ``events`` can be evaluated, for the error."""
+    if events.n_events == 0:
+        why = "the log has no events"
+    elif steps.n_pairs == 0:
+        why = (
+            f"each of its {events.n_sessions} sessions has a single event; next-event "
+            "evaluation needs sessions of two or more events"
+        )
+    else:
+        why = (
+            f"its {steps.n_pairs} (event, next event) pair(s) all involve items {model_name} "
+            "was not trained on; do its item ids match the training log's?"
+        )
+    return f"{events.source}: no event to evaluate: {why}"
+
+
 def evaluate(
     model: SessionRecommender,
     events: EventLog,
@@ -163,6 +190,7 @@ def evaluate(
     ties: TiePolicy = DEFAULT_TIES,
     batch_size: int = 256,
     progress: bool = False,
+    threads: int | None = None,
 ) -> EvaluationResult:
     """Next-event prediction over every event of each test session but the last.
 
@@ -174,14 +202,44 @@ def evaluate(
             the candidates counts as a miss at every cut-off, and is counted.
         ties: tie policy, see ``target_ranks``.
         batch_size: sessions scored side by side.
-        progress: show a progress bar on stderr.
+        progress: show a progress bar on stderr (when it is a terminal).
+        threads: intra-op threads; None = ``PRNN_THREADS``, the user's ``OMP_NUM_THREADS`` or
+            the thread policy (``prnn.threads``: one per usable core for evaluation).
 
     Returns:
         Recall@K, MRR@K (reciprocal rank, 0 beyond K), coverage@K (share of candidates that
         appear in some top-K list) and popularity@K (mean training popularity of the listed
         items, relative to the most popular item), averaged over evaluated events. Events whose
         input or target item the model does not know are skipped and counted in ``n_skipped``.
+
+    Raises:
+        DataError: no event of ``events`` can be evaluated (all sessions have one event, or
+            every pair involves an item the model does not know): metrics of 0 would mislead.
     """
+    choice = resolve_threads(threads, "evaluate", source="threads=")
+    with using_threads(choice):
+        return _evaluate(
+            model,
+            events,
+            cutoffs=cutoffs,
+            candidates=candidates,
+            ties=ties,
+            batch_size=batch_size,
+            progress=progress,
+        )
+
+
+def _evaluate(
+    model: SessionRecommender,
+    events: EventLog,
+    *,
+    cutoffs,
+    candidates: str,
+    ties: TiePolicy,
+    batch_size: int,
+    progress: bool,
+) -> EvaluationResult:
+    """``evaluate``'s work, under its thread choice."""
     cutoffs = tuple(sorted({int(k) for k in cutoffs}))
     if not cutoffs or cutoffs[0] < 1:
         raise ConfigError(f"cutoffs must be positive integers; got {cutoffs!r}")
@@ -192,6 +250,8 @@ def evaluate(
     vocabulary = model.fitted_vocabulary
     candidate_set = CandidateSet.parse(candidates, vocabulary)
     steps = _evaluation_steps(events, vocabulary)
+    if not (steps.targets >= 0).any():
+        raise DataError(_nothing_to_evaluate(events, steps, model.name))
     max_k = min(cutoffs[-1], len(candidate_set))
     relative_popularity = torch.from_numpy(vocabulary.counts / max(1, vocabulary.counts.max()))
     if candidate_set.indices is not None:
@@ -211,8 +271,8 @@ def evaluate(
     lane_active = np.ones(n_lanes, dtype=bool)
     next_session = n_lanes
     state = model.new_state(n_lanes)
-    bar = tqdm(
-        total=len(steps.inputs), desc=f"evaluate {model.name}", unit="ev", disable=not progress
+    bar = progress_bar(
+        desc=f"evaluate {model.name}", total=len(steps.inputs), unit="ev", enabled=progress
     )
     while lane_active.any():
         lanes = np.flatnonzero(lane_active)
@@ -277,3 +337,18 @@ def evaluate(
         n_targets_outside_candidates=n_outside,
         metrics=metrics,
     )
+
+
+def validation(
+    events: EventLog, cutoffs: Sequence[int] = (5, 10, 20), **options: Any
+) -> Callable[[SessionRecommender], dict[str, float]]:
+    """A validation function for training: the metrics of ``evaluate`` on ``events``.
+
+    Pass it as ``fit(..., valid=validation(valid_events), patience=2)``: the model calls it after
+    each epoch (the training layer does not import the evaluation).
+    """
+
+    def metrics(model: SessionRecommender) -> dict[str, float]:
+        return evaluate(model, events, cutoffs=cutoffs, **options).metrics
+
+    return metrics

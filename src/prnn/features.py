@@ -11,6 +11,9 @@ File formats:
   ``scipy.sparse.save_npz`` (``data``, ``indices``, ``indptr``, ``shape``) plus ``item_id``;
 - ``.npy`` (a 2-D array, memory-mapped) with its ids in ``<name>.item_id.npy`` beside it;
 - Parquet with an ``item_id`` column and either one list column or numeric columns.
+
+A file with another extension (or none) is recognised by its first bytes. prnn writes ``.npz``
+files, and, as ``numpy.savez`` does, adds ``.npz`` to a path that does not end in it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ log = logging.getLogger(__name__)
 
 ID_KEYS = ("item_id", "item_ids", "ItemId")
 _CSR_KEYS = {"data", "indices", "indptr", "shape"}
+#: below this share of the model's items with a feature row, aligning warns (ids mismatched?)
+LOW_COVERAGE = 0.5
+#: the first bytes of each format, for files whose extension does not say it
+_MAGIC = ((b"PK\x03\x04", ".npz"), (b"\x93NUMPY", ".npy"), (b"PAR1", ".parquet"))
 
 
 class _FeatureValues:
@@ -177,20 +184,47 @@ def _read_parquet(path: Path) -> FeatureMatrix:
     )
 
 
+def feature_file_path(path: str | os.PathLike) -> Path:
+    """The path prnn writes a feature file to: ``path``, with ``.npz`` added unless it ends so."""
+    path = Path(path)
+    return path if path.suffix.lower() == ".npz" else path.with_name(path.name + ".npz")
+
+
+def _format_of(path: Path) -> str:
+    """The file's format as an extension: from its name, else from its first bytes."""
+    suffix = path.suffix.lower()
+    if suffix in (".npz", ".npy", ".parquet"):
+        return suffix
+    if suffix == ".pq":
+        return ".parquet"
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read feature file ({exc.strerror})") from None
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    raise DataError(
+        f"{path}: unknown feature file type; expected .npz, .npy or .parquet (by extension or "
+        "content)"
+    )
+
+
 def read_features(path: str | os.PathLike) -> FeatureMatrix:
     """Read a feature matrix from ``.npz``, ``.npy`` (+ ids) or Parquet; see the module doc."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such feature file")
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
+    if not path.is_file():
+        written = feature_file_path(path)
+        hint = f"; did you mean {written} (prnn features adds .npz)?" if written.is_file() else ""
+        raise DataError(f"{path}: no such feature file{hint}")
+    kind = _format_of(path)
+    if kind == ".npz":
         features = _read_npz(path)
-    elif suffix == ".npy":
+    elif kind == ".npy":
         features = _read_npy(path)
-    elif suffix in (".parquet", ".pq"):
-        features = _read_parquet(path)
     else:
-        raise DataError(f"{path}: unknown feature file type; expected .npz, .npy or .parquet")
+        features = _read_parquet(path)
     if not features.is_sparse and features.values.dtype.kind == "f":
         if not np.isfinite(features.values).all():
             raise DataError(f"{path}: features contain NaN or infinite values")
@@ -250,7 +284,27 @@ def align_features(
     source_row[feature_index[known]] = np.flatnonzero(known)
     n_missing = int((source_row < 0).sum())
     n_unused = int((~known).sum())
-    if n_missing:
+    ids_hint = (
+        f"do the ids match (features: {features.item_ids[:3].tolist()}, events: "
+        f"{vocabulary.item_ids[:3].tolist()})?"
+    )
+    if n_missing == len(vocabulary):
+        raise DataError(f"{features.source}: no item of the event log has features; {ids_hint}")
+    n_covered = len(vocabulary) - n_missing
+    if n_covered < LOW_COVERAGE * len(vocabulary):
+        # a warning, not info: -q hides info, and a model mostly without features is worth
+        # knowing about before its results are
+        log.warning(
+            "feature set %r (%s): only %d of the %d items of the event log (%.1f%%) have "
+            "features, the others get zero rows; %s",
+            name,
+            features.source,
+            n_covered,
+            len(vocabulary),
+            100 * n_covered / len(vocabulary),
+            ids_hint,
+        )
+    elif n_missing:
         log.info(
             "feature set %r: %d of %d items have no features (zero rows)",
             name,
@@ -259,12 +313,6 @@ def align_features(
         )
     if n_unused:
         log.info("feature set %r: ignored %d rows of items not in the event log", name, n_unused)
-    if n_missing == len(vocabulary):
-        raise DataError(
-            f"{features.source}: no item of the event log has features; do the ids match "
-            f"(features: {features.item_ids[:3].tolist()}, events: "
-            f"{vocabulary.item_ids[:3].tolist()})?"
-        )
     values = features.values
     if features.is_sparse:
         values = sp.vstack([values.tocsr(), sp.csr_matrix((1, features.dim), dtype=values.dtype)])
@@ -273,17 +321,33 @@ def align_features(
     return AlignedFeatures(name, values, source_row, normalize, n_missing, n_unused)
 
 
+def _write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` as a compressed ``.npz``, atomically; returns the path written."""
+    import io
+
+    from prnn.atomic import atomic_write_bytes
+
+    path = feature_file_path(path)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def save_dense_features(path: str | os.PathLike, item_ids: np.ndarray, values: np.ndarray) -> Path:
+    """Write dense feature rows as ``.npz`` (``item_id``, ``emb``); returns the path written
+    (``path``, with ``.npz`` added unless it ends so)."""
+    return _write_npz(path, {"item_id": np.asarray(item_ids), "emb": np.asarray(values)})
+
+
 def save_sparse_features(
     path: str | os.PathLike,
     values: sp.csr_matrix,
     item_ids: np.ndarray,
     vocabulary: np.ndarray | None = None,
-) -> None:
-    """Write a CSR feature matrix as ``.npz`` (scipy's CSR arrays + ``item_id`` [+ vocabulary])."""
-    import io
-
-    from prnn.atomic import atomic_write_bytes
-
+) -> Path:
+    """Write a CSR feature matrix as ``.npz`` (scipy's CSR arrays + ``item_id`` [+ vocabulary]);
+    returns the path written (``path``, with ``.npz`` added unless it ends so)."""
     values = values.tocsr()
     arrays = {
         "data": values.data.astype(np.float32),
@@ -295,6 +359,4 @@ def save_sparse_features(
     }
     if vocabulary is not None:
         arrays["vocabulary"] = np.asarray(vocabulary, dtype=str)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
+    return _write_npz(path, arrays)

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from prnn.errors import ConfigError, DataError
+from prnn.progress import progress_bar
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
 TORCHVISION_GOOGLENET_FILE = "googlenet-1378be20.pth"
@@ -216,8 +216,8 @@ def image_features(
         vectors.append(F.normalize(output, dim=1).numpy())
         batch.clear()
 
-    for item, data in tqdm(
-        iter_images(source, limit), desc="images", unit="img", disable=not progress
+    for item, data in progress_bar(
+        iter_images(source, limit), desc="images", unit="img", enabled=progress
     ):
         ids.append(item)
         batch.append(_to_tensor(data, image_size, item))

@@ -96,7 +96,14 @@ def read_model_file(
         if isinstance(exc, ModelFormatError):
             raise
         raise ModelFormatError(f"{path}: not a prnn model ({type(exc).__name__})") from None
-    version = int(metadata.get("format_version", "0"))
+    raw_version = metadata.get("format_version", "0")
+    try:
+        version = int(raw_version)
+    except ValueError:
+        raise ModelFormatError(
+            f"{path}: format_version {raw_version!r} in its metadata is not a number; expected "
+            f"an integer such as {FORMAT_VERSION}"
+        ) from None
     if version > FORMAT_VERSION:
         raise ModelFormatError(
             f"{path}: model format version {version} is newer than this prnn reads "

@@ -23,10 +23,11 @@ import time
 
 from prnn.config import build_config, parse_overrides
 from prnn.data import read_events, split_sessions_randomly
-from prnn.evaluation import evaluate
+from prnn.evaluation import evaluate, validation
 from prnn.features import read_features
 from prnn.models import PRNN
-from prnn.models.prnn import TRAINING_METHODS, Phase
+from prnn.network import Phase
+from prnn.training import TRAINING_METHODS
 
 
 def main() -> int:
@@ -60,7 +61,7 @@ def main() -> int:
         settings = {**overrides, "n_epochs": args.epochs, "training": method}
         model = PRNN(build_config(PRNN.config_class, settings, "prnn"))
         started = time.perf_counter()
-        model.fit(fit_part, features=features, valid=valid, valid_metric="mrr@20")
+        model.fit(fit_part, features=features, valid=validation(valid), valid_metric="mrr@20")
         seconds = time.perf_counter() - started
         for report in model.history_:
             curves.append(

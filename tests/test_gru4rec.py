@@ -395,3 +395,9 @@ def test_every_weight_and_bias_is_trained(constrained, embedding):
             assert tensor.item() == 1.0
             continue
         assert not torch.equal(tensor, untrained.state_dict()[name]), f"{name} never changed"
+
+
+def test_fewer_sessions_than_lanes_train():
+    """The batch starts with as many lanes as there are sessions (30 here, not 64)."""
+    model = GRU4Rec(layers=(8,), batch_size=64, n_sample=4, n_epochs=1).fit(_cyclic(30))
+    assert model.history_[0].n_events == 30 * 5 and np.isfinite(model.history_[0].loss)

@@ -65,6 +65,10 @@ ARCHITECTURES = {
         [SubnetSpec("id", ("id",), (6,)), SubnetSpec("img", ("img",), (5,))],
         {"subnet_weights": [1.0, 0.7]},
     ),
+    "prnn-embedded-sparse": (
+        [SubnetSpec("id", ("id",), (6,)), SubnetSpec("txt", ("txt", "img"), (5,))],
+        {"sparse_embedding": 4},
+    ),
     "prnn-separate-learned-weights": (
         [
             SubnetSpec("id", ("id",), (6,)),
@@ -285,7 +289,7 @@ def test_compile_decision_compiles_only_when_the_steps_left_pay_for_it(monkeypat
     from prnn.training import compile as compiling
 
     now = [0.0]
-    monkeypatch.setattr(compiling.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(compiling.time, "process_time", lambda: now[0])
     cpu = torch.device("cpu")
 
     def decide(total_steps: int, n_graphs: int = 1) -> bool:
@@ -370,3 +374,12 @@ def test_the_compiled_step_traces_one_graph_whatever_the_step_sizes_and_offsets(
     assert len(traced) == 1
     eager = GRU4Rec(**settings).fit(_cyclic_log(), compile=False)
     assert [r.loss for r in compiled.history_] == pytest.approx([r.loss for r in eager.history_])
+
+
+def test_undecided_compile_stays_eager_for_a_loss_the_graph_cannot_take_whole():
+    from prnn.training.compile import CompileDecision
+
+    cpu = torch.device("cpu")
+    decision = CompileDecision(None, 10**9, cpu, whole_step=False)
+    assert decision.decided and not decision.compiled
+    assert CompileDecision(True, 10**9, cpu, whole_step=False).compiled  # asked: compiled

@@ -7,6 +7,7 @@ import torch
 
 from prnn import losses
 from prnn.network import DropoutSpec, FeatureLookup, dropout_mask
+from prnn.network.sparse import bag_projection
 from prnn.training.step_plan import plan_steps
 
 N_ITEMS = 12
@@ -140,11 +141,18 @@ def test_planned_sparse_bags_equal_an_embedding_bag_of_each_step():
         columns, values, offsets = lookup.bag(step_inputs)
         bag = step.bags["txt"]
         assert torch.equal(bag.columns, torch.unique(columns))
-        assert bag.weights.shape == (len(bag.columns), size)
+        assert torch.equal(bag.columns[bag.positions], columns)
+        assert torch.equal(bag.values, values) and torch.equal(bag.offsets, offsets)
+        assert torch.equal(
+            bag.lanes,
+            torch.repeat_interleave(
+                torch.arange(size), offsets.diff(append=torch.tensor([len(columns)]))
+            ),
+        )
         expected = torch.nn.functional.embedding_bag(
             columns, table, offsets, mode="sum", per_sample_weights=values
         )
-        torch.testing.assert_close(bag.weights.T @ table[bag.columns], expected)
+        torch.testing.assert_close(bag_projection(table[bag.columns], bag), expected)
 
 
 def test_planned_dropout_masks_follow_the_generator_and_the_probabilities():

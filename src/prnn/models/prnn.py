@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prnn.config import check_choice
+from prnn.config import check_choice, check_number
 from prnn.data import EventLog
 from prnn.errors import ConfigError, DataError
 from prnn.features import FeatureMatrix, align_features
@@ -51,6 +51,10 @@ class FeatureModelConfig(GRU4RecConfig):
     """Feature sets to use, by the names given with --features; () = all of them."""
     normalize_features: bool = True
     """Scale dense feature vectors to unit L2 norm (the paper's image vectors are)."""
+    sparse_embedding: int = 0
+    """Sparse inputs (e.g. TF-IDF text): 0 = projected straight into the first GRU layer's
+    gates (the paper's input weights, 3 x hidden columns per feature column); > 0 = embedded
+    in this many columns first, which then join the dense input."""
     feature_layers: tuple[int, ...] = (100,)
     """p-RNN: hidden units of each feature subnet's GRU layers."""
     training: str = "simultaneous"
@@ -79,6 +83,7 @@ class FeatureModelConfig(GRU4RecConfig):
             )
         if any(w < 0 for w in self.subnet_weights):
             raise ConfigError(f"'subnet_weights' must be >= 0; got {self.subnet_weights!r}")
+        check_number(self, "sparse_embedding", minimum=0)
         if any(e < 1 for e in self.residual_epochs):
             raise ConfigError(f"'residual_epochs' must be >= 1; got {self.residual_epochs!r}")
 
@@ -155,6 +160,7 @@ class FeatureModel(RecurrentModel[FeatureModelConfig]):
             subnet_weights=weights,
             learn_subnet_weights=self.config.learn_subnet_weights,
             output_blocks_always=self.config.output_blocks == "always",
+            sparse_embedding=self.config.sparse_embedding,
             **network_settings(self.config),
         )
 

@@ -63,12 +63,14 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
         valid_metric: str = "recall@20",
         epoch_callback=None,
         compile: bool | None = None,
+        threads: int | None = None,
         **schedule,
     ) -> None:
         """Initialise ``network`` from the config's seed, put it on ``device`` and train it.
 
         ``valid(model) -> metrics`` (e.g. ``prnn.evaluation.validation(events)``) runs after
-        each epoch; ``schedule``: the p-RNN's ``phase``, ``n_phases`` and ``n_epochs``.
+        each epoch; ``compile`` and ``threads``: see ``prnn.training.train_session_parallel``;
+        ``schedule``: the p-RNN's ``phase``, ``n_phases`` and ``n_epochs``.
         """
         if valid is not None and not callable(valid):
             raise ConfigError(
@@ -98,6 +100,7 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
             valid_metric=valid_metric,
             epoch_callback=epoch_callback,
             compile=compile,
+            threads=threads,
             **schedule,
         )
 

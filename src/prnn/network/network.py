@@ -30,7 +30,9 @@ from torch import nn
 
 from prnn.network.inputs import FeatureLookup
 from prnn.network.layers import DropoutSpec, GRULayer, glorot_uniform_
+from prnn.network.sparse import bag_gradient, bag_projection
 from prnn.network.step import StepBatch
+from prnn.threads import recurrent_step_work
 
 ID = "id"
 EMBEDDING_MODES = ("constrained", "separate", "one-hot")
@@ -65,6 +67,7 @@ class Subnet(nn.Module):
         learn_weight: bool,
         embedding_mode: str,
         embedding: int,
+        sparse_embedding: int = 0,
     ) -> None:
         super().__init__()
         self.name = spec.name
@@ -82,7 +85,7 @@ class Subnet(nn.Module):
         self.sparse_inputs = [n for n in spec.inputs if n != ID and features[n].sparse]
         # output block of this subnet: one row of hidden size per item, trained row-wise
         self.register_buffer("output_weight", torch.empty(n_items, self.layer_sizes[-1]))
-        # the dense input is [ID embedding | dense features], in that order
+        # the dense input is [ID embedding | dense features | embedded sparse inputs], in that order
         self.id_width = 0
         if self.id_mode == "constrained":
             self.id_width = self.layer_sizes[-1]
@@ -91,10 +94,15 @@ class Subnet(nn.Module):
             self.id_width = embedding
         elif self.id_mode == "one-hot":
             self.register_buffer("id_table", torch.empty(n_items, 3 * first))
-        self.dense_width = self.id_width + sum(features[n].dim for n in self.dense_inputs)
-        # a sparse input's projection table: one (3H) row per feature column (embedding bag)
+        # a sparse input's table, one row per feature column (an embedding bag): the input's
+        # projection into the gates (3H wide), or with sparse_embedding > 0 an embedding of that
+        # width, which joins the dense input
+        self.sparse_embedding = sparse_embedding
+        self.sparse_start = self.id_width + sum(features[n].dim for n in self.dense_inputs)
+        self.dense_width = self.sparse_start + sparse_embedding * len(self.sparse_inputs)
         for name in self.sparse_inputs:
-            self.register_buffer(f"bag_{name}", torch.empty(features[name].dim, 3 * first))
+            width = sparse_embedding or 3 * first
+            self.register_buffer(f"bag_{name}", torch.empty(features[name].dim, width))
         sizes_in = [self.dense_width or None, *self.layer_sizes[:-1]]
         self.layers = nn.ModuleList(GRULayer(i, o) for i, o in zip(sizes_in, self.layer_sizes))
 
@@ -108,12 +116,18 @@ class Subnet(nn.Module):
             glorot_uniform_(self.id_table, n_items, first, generator)
         for name in self.sparse_inputs:
             table = self.bag_table(name)
-            glorot_uniform_(table, table.shape[0], first, generator)
+            glorot_uniform_(table, table.shape[0], self.sparse_embedding or first, generator)
         for layer in self.layers:
             layer.reset_parameters(generator)
 
     def bag_table(self, feature: str) -> torch.Tensor:
         return getattr(self, f"bag_{feature}")
+
+    @property
+    def embeds_inputs(self) -> bool:
+        """Whether layer 0's dense input holds item-table rows that train (so backward needs
+        its gradient): an ID embedding or embedded sparse inputs."""
+        return bool(self.id_width or (self.sparse_embedding and self.sparse_inputs))
 
     def item_tables(self) -> list[torch.Tensor]:
         tables = [self.output_weight]
@@ -156,6 +170,9 @@ class Network(nn.Module):
         learn_subnet_weights: train those multipliers.
         embedding_mode: how an ID input reads the item: constrained, separate or one-hot.
         embedding: width of a separate ID embedding.
+        sparse_embedding: 0 = a sparse input's table projects into the first layer's gates
+            directly (3H wide, as the paper's input weights); > 0 = an embedding of this width
+            that joins the dense input (3x fewer table columns at 3H = 300 and width 100).
         dropout_p_embed, dropout_p_hidden: drop probabilities on the input and layer outputs.
         output_blocks_always: a frozen subnet's output block still trains while the subnet
             is active (the p-RNN option output_blocks=always).
@@ -171,6 +188,7 @@ class Network(nn.Module):
         learn_subnet_weights: bool = False,
         embedding_mode: str = "constrained",
         embedding: int = 0,
+        sparse_embedding: int = 0,
         dropout_p_embed: float = 0.0,
         dropout_p_hidden: float = 0.0,
         output_blocks_always: bool = False,
@@ -194,6 +212,7 @@ class Network(nn.Module):
                 learn_weight=learn_subnet_weights,
                 embedding_mode=embedding_mode,
                 embedding=embedding,
+                sparse_embedding=sparse_embedding,
             )
             for spec, weight in zip(specs, weights)
         )
@@ -249,6 +268,20 @@ class Network(nn.Module):
             for subnet in self.subnets
             for spec in subnet.dropout_specs(self.dropout_p_embed, self.dropout_p_hidden)
         ]
+
+    def work_per_step(self, batch_size: int, n_sample: int) -> float:
+        """Multiply-adds of one training step's matrix products (the thread policy's input):
+        each subnet's GRU layers, and its share of the sampled output layer."""
+        return sum(
+            recurrent_step_work(
+                batch_size,
+                n_sample,
+                subnet.layer_sizes,
+                input_size=subnet.dense_width or subnet.layer_sizes[0],
+                n_items=self.n_items,
+            )
+            for subnet in self.subnets
+        )
 
     def initial_hidden(self, n_lanes: int) -> list[torch.Tensor]:
         device = self.output_bias.device
@@ -312,15 +345,10 @@ class Network(nn.Module):
             dense_parts += [self.features[n].dense(items) for n in subnet.dense_inputs]
             for name in subnet.sparse_inputs:
                 columns, values, offsets = self.features[name].bag(items)
-                projections.append(
-                    nn.functional.embedding_bag(
-                        columns,
-                        subnet.bag_table(name),
-                        offsets,
-                        mode="sum",
-                        per_sample_weights=values,
-                    )
+                bagged = nn.functional.embedding_bag(
+                    columns, subnet.bag_table(name), offsets, mode="sum", per_sample_weights=values
                 )
+                (dense_parts if subnet.sparse_embedding else projections).append(bagged)
             dense_input = None
             if dense_parts:
                 dense_input = dense_parts[0] if len(dense_parts) == 1 else torch.cat(dense_parts, 1)
@@ -404,8 +432,8 @@ class Network(nn.Module):
                 )
             dense_parts += [self.features[n].dense(step.inputs) for n in subnet.dense_inputs]
             for name in subnet.sparse_inputs:
-                bag_rows = gathered[f"bag:{subnet.name}:{name}"]
-                projections.append(step.bags[name].weights.T @ bag_rows)
+                bagged = bag_projection(gathered[f"bag:{subnet.name}:{name}"], step.bags[name])
+                (dense_parts if subnet.sparse_embedding else projections).append(bagged)
             dense_input = None
             if dense_parts:
                 dense_input = dense_parts[0] if len(dense_parts) == 1 else torch.cat(dense_parts, 1)
@@ -461,7 +489,7 @@ class Network(nn.Module):
                 dense[name + "bias_hh"] = grad_recurrent.sum(dim=0)
                 if layer.weight_ih is not None:
                     dense[name + "weight_ih"] = cache.layer_input.T @ grad_projected
-                    if layer_index > 0 or subnet.id_width:
+                    if layer_index > 0 or subnet.embeds_inputs:
                         grad_x = grad_projected @ layer.weight_ih.T
             # the item-table inputs of layer 0
             if subnet.id_mode in ("constrained", "separate"):
@@ -477,8 +505,16 @@ class Network(nn.Module):
                     )
             elif subnet.id_mode == "one-hot":
                 row_grads[f"id:{subnet.name}"] = rows.input_one_hot().T @ grad_projected
-            for name in subnet.sparse_inputs:
-                row_grads[f"bag:{subnet.name}:{name}"] = step.bags[name].weights @ grad_projected
+            for position, name in enumerate(subnet.sparse_inputs):
+                if subnet.sparse_embedding:
+                    start = subnet.sparse_start + position * subnet.sparse_embedding
+                    columns = slice(start, start + subnet.sparse_embedding)
+                    grad_bag = grad_x[:, columns]
+                    if input_mask is not None:
+                        grad_bag = grad_bag * input_mask[:, columns]
+                else:
+                    grad_bag = grad_projected
+                row_grads[f"bag:{subnet.name}:{name}"] = bag_gradient(grad_bag, step.bags[name])
         return dense, row_grads
 
     def _apply_updates(

@@ -51,18 +51,24 @@ class BatchRows:
 
 @dataclass
 class SparseBag:
-    """A sparse feature input of one mini-batch: the feature columns its items use.
+    """A sparse feature input of one mini-batch: the non-zeros of its inputs' feature rows.
 
-    ``weights[v, b]`` is the value of feature column ``columns[v]`` in input ``b``'s row, so the
-    input's projection is ``weights.T @ table[columns]`` (an embedding bag with per-value
-    weights) and the gradient of those table rows is ``weights @ grad_projection``: two dense
-    products, deterministic also when compiled (no scatter over repeated columns).
+    The input's projection is an embedding bag over the rows of the distinct ``columns`` (sum
+    of ``values`` times the rows at ``positions``, per input); the gradient of those rows sums
+    each non-zero's share back (``prnn.network.sparse``).
     """
 
     columns: torch.Tensor
     """(V,) distinct feature columns of the batch's inputs, sorted."""
-    weights: torch.Tensor
-    """(V, B) the inputs' values at those columns (zero where an input lacks the column)."""
+    positions: torch.Tensor
+    """(nnz,) each non-zero's index into ``columns``; the inputs' non-zeros one after the
+    other."""
+    values: torch.Tensor
+    """(nnz,) the non-zeros' values."""
+    offsets: torch.Tensor
+    """(B,) where each input's non-zeros start."""
+    lanes: torch.Tensor
+    """(nnz,) the input (lane) of each non-zero."""
 
 
 @dataclass

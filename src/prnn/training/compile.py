@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 #: compiled step time / eager step time, measured on the 2-core development machine
 #: (benchmarks/train_speed.py); the decision assumes this gain
 COMPILED_STEP_SPEEDUP = 1.3
-#: seconds a first compilation costs (5-20 s there, warm and cold on-disk cache)
+#: CPU seconds a first compilation costs (5-20 s there, warm and cold on-disk cache)
 COMPILE_SECONDS = 12.0
 #: eager steps timed before deciding
 STEPS_TIMED = 256
@@ -72,28 +72,43 @@ class CompileDecision:
     """Whether the training step runs compiled, decided once per fit.
 
     ``requested`` True or False is the user's choice; None decides by measurement: the first
-    ``STEPS_TIMED`` steps run eagerly and are timed, then the step compiles if the steps left
+    ``STEPS_TIMED`` steps run eagerly and are timed in CPU time (the process's, not the wall
+    clock: on a busy machine both the steps and the compilation take longer in wall time, and
+    the wall clock would make the decision flip with the neighbours' load), then the step
+    compiles if the steps left
     in the fit, run ``COMPILED_STEP_SPEEDUP`` times faster, would save more than
-    ``COMPILE_SECONDS`` per graph (one per training phase). A compilation that fails falls
-    back to eager mode with one warning.
+    ``COMPILE_SECONDS`` per graph (one per training phase). Undecided, a step whose loss is
+    not compiled whole (``whole_step=False``: losses other than cross-entropy) stays eager. A
+    compilation that fails falls back to eager mode with one warning.
     """
 
     def __init__(
-        self, requested: bool | None, total_steps: int, device: torch.device, n_graphs: int = 1
+        self,
+        requested: bool | None,
+        total_steps: int,
+        device: torch.device,
+        n_graphs: int = 1,
+        whole_step: bool = True,
     ) -> None:
         self.total_steps = total_steps
         self.compile_seconds = COMPILE_SECONDS * n_graphs
         self.decided = requested is not None
         self.compiled = bool(requested)
-        if requested is None and not compiler_available(device):
+        self.reason = "requested" if requested is not None else "undecided"
+        if requested is None and not whole_step:
+            # the loss's gradient comes from autograd, eagerly, and splits the compiled step:
+            # measured slower than eager (BPR-max, rsc15_100k, 10 epochs: 70 s against 50 s)
             self.decided, self.compiled = True, False
+            self.reason = "the loss's gradient runs eagerly and splits the compiled step"
+        elif requested is None and not compiler_available(device):
+            self.decided, self.compiled = True, False
+            self.reason = "no C++ compiler found"
         self._steps = 0
         self._started: float | None = None
-        self.reason = "requested" if requested is not None else "undecided"
 
     def before_step(self) -> None:
         if not self.decided and self._steps == 0:
-            self._started = time.perf_counter()
+            self._started = time.process_time()
 
     def after_step(self) -> None:
         """Count an eager step; after ``STEPS_TIMED`` of them, decide."""
@@ -102,7 +117,7 @@ class CompileDecision:
         self._steps += 1
         if self._steps < STEPS_TIMED and self._steps < self.total_steps:
             return
-        seconds_per_step = (time.perf_counter() - self._started) / self._steps
+        seconds_per_step = (time.process_time() - self._started) / self._steps
         left = (self.total_steps - self._steps) * seconds_per_step
         saving = left * (1.0 - 1.0 / COMPILED_STEP_SPEEDUP)
         self.decided = True

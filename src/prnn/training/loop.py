@@ -23,6 +23,7 @@ from prnn.data import EventLog
 from prnn.errors import ConfigError, TrainingError
 from prnn.optim import AdagradMomentum
 from prnn.progress import progress_bar
+from prnn.threads import resolve_threads, using_threads
 from prnn.training.compile import CompileDecision, compile_settings
 from prnn.training.step_loss import make_step_loss
 from prnn.training.step_plan import CHUNK_STEPS, plan_steps
@@ -117,6 +118,7 @@ def train_session_parallel(
     n_epochs: int | None = None,
     epoch_callback=None,
     compile: bool | None = None,
+    threads: int | None = None,
 ) -> list[EpochReport]:
     """Train ``network`` for ``config.n_epochs`` epochs; returns per-epoch reports.
 
@@ -133,8 +135,57 @@ def train_session_parallel(
     how many different ones there are); ``n_epochs`` overrides the config's epoch count;
     ``epoch_callback(report, network, optimizer)`` runs after each epoch. ``compile``: run the
     step through ``torch.compile`` (True), eagerly (False), or decide by timing (None; see
-    ``prnn.training.compile``).
+    ``prnn.training.compile``). ``threads``: intra-op threads; None = ``PRNN_THREADS``, the
+    user's ``OMP_NUM_THREADS`` or the thread policy (``prnn.threads``).
     """
+    choice = resolve_threads(
+        threads,
+        "train",
+        work_per_step=network.work_per_step(config.batch_size, config.n_sample),
+        source="threads=",
+    )
+    log.info("training with %s", choice.describe())
+    with using_threads(choice):
+        return _train(
+            network,
+            config,
+            events,
+            item_index,
+            item_counts,
+            generator=generator,
+            device=device,
+            progress=progress,
+            validate=validate,
+            patience=patience,
+            valid_metric=valid_metric,
+            phase=phase,
+            n_phases=n_phases,
+            n_epochs=n_epochs,
+            epoch_callback=epoch_callback,
+            compile=compile,
+        )
+
+
+def _train(
+    network,
+    config,
+    events: EventLog,
+    item_index: np.ndarray,
+    item_counts: np.ndarray,
+    *,
+    generator: torch.Generator,
+    device: torch.device,
+    progress: bool,
+    validate: Callable[[], dict[str, float]] | None,
+    patience: int,
+    valid_metric: str,
+    phase: Callable | None,
+    n_phases: int,
+    n_epochs: int | None,
+    epoch_callback,
+    compile: bool | None,
+) -> list[EpochReport]:
+    """``train_session_parallel``'s work, under its thread choice."""
     min_lanes = 2 if config.n_sample == 0 else 1
     schedule: SessionParallelSchedule = session_parallel_schedule(
         events.session_offsets, session_start_order(events), config.batch_size, min_lanes
@@ -204,12 +255,19 @@ def train_session_parallel(
     reports: list[EpochReport] = []
     best_value, best_state, epochs_without_gain = -np.inf, None, 0
     n_epochs = n_epochs or config.n_epochs
-    decision = CompileDecision(compile, schedule.n_steps * n_epochs, device, n_graphs=n_phases)
+    decision = CompileDecision(
+        compile,
+        schedule.n_steps * n_epochs,
+        device,
+        n_graphs=n_phases,
+        whole_step=step_loss.compiles_whole,
+    )
     current_phase = None
     for epoch in range(1, n_epochs + 1):
         network.train()
         started = time.perf_counter()
-        hidden = network.initial_hidden(config.batch_size)
+        # the first step's lanes: fewer than batch_size when there are fewer sessions
+        hidden = network.initial_hidden(step_sizes[0])
         loss_sum = torch.zeros((), device=device)
         bar = progress_bar(
             range(schedule.n_steps),

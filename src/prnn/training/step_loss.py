@@ -41,6 +41,8 @@ class CrossEntropyStepLoss:
     """
 
     needs_row_weights = True
+    compiles_whole = True
+    """Its gradient is plain arithmetic: a compiled step takes it in one graph."""
 
     def __init__(self, scale: float) -> None:
         self.scale = scale
@@ -57,6 +59,7 @@ class AutogradStepLoss:
     """Any loss: its gradient w.r.t. the scores by autograd over the loss alone."""
 
     needs_row_weights = False
+    compiles_whole = False
 
     def __init__(self, config, scale: float) -> None:
         self.config = config

@@ -55,10 +55,10 @@ def _bags(
     inputs: torch.Tensor,
     input_step: torch.Tensor,
     input_start: torch.Tensor,
-    size_t: torch.Tensor,
     n_steps: int,
 ) -> list[SparseBag]:
-    """Each step's ``SparseBag`` of one sparse feature: distinct columns and (V, B) weights."""
+    """Each step's ``SparseBag`` of one sparse feature: its inputs' non-zeros, and the
+    distinct columns they use."""
     device = inputs.device
     starts = lookup.indptr[inputs]
     lengths = lookup.indptr[inputs + 1] - starts
@@ -70,20 +70,25 @@ def _bags(
     columns, values = lookup.indices[flat], lookup.values[flat]
     nonzero_input = torch.repeat_interleave(torch.arange(len(inputs), device=device), lengths)
     nonzero_step = input_step[nonzero_input]
-    distinct, column_step, _, local = _distinct_per_step(columns, nonzero_step, n_steps, lookup.dim)
-    n_columns = torch.bincount(column_step, minlength=n_steps)
-    # one flat buffer holds every step's (V_t, B_t) matrix, row-major
-    cells = n_columns * size_t
-    matrix_start = torch.cumsum(cells, 0) - cells
-    lane = nonzero_input - input_start[nonzero_step]
-    weights = torch.zeros(int(cells.sum()), device=device)
-    # a column appears once in an item's row: every (column, lane) cell is written once
-    weights[matrix_start[nonzero_step] + local * size_t[nonzero_step] + lane] = values
-    column_counts, sizes = n_columns.tolist(), size_t.tolist()
+    distinct, column_step, _, positions = _distinct_per_step(
+        columns, nonzero_step, n_steps, lookup.dim
+    )
+    # offsets and lanes within each step
+    step_nonzeros = torch.bincount(nonzero_step, minlength=n_steps)
+    step_first = torch.cumsum(step_nonzeros, 0) - step_nonzeros
+    local_offsets = offsets - step_first[input_step]
+    lanes = nonzero_input - input_start[nonzero_step]
+    column_counts = torch.bincount(column_step, minlength=n_steps).tolist()
+    nonzero_counts = step_nonzeros.tolist()
+    sizes = torch.bincount(input_step, minlength=n_steps).tolist()
     return [
-        SparseBag(columns, matrix.view(n, b))
-        for columns, matrix, n, b in zip(
-            _split(distinct, column_counts), _split(weights, cells.tolist()), column_counts, sizes
+        SparseBag(*parts)
+        for parts in zip(
+            _split(distinct, column_counts),
+            _split(positions, nonzero_counts),
+            _split(values, nonzero_counts),
+            _split(local_offsets, sizes),
+            _split(lanes, nonzero_counts),
         )
     ]
 
@@ -202,7 +207,7 @@ def plan_steps(
     # drawn mask by mask, each for the whole chunk
     step_masks = [masks(spec) for spec in dropout]
     bags = {
-        name: _bags(lookup, inputs, input_step, input_start, size_t, n_steps)
+        name: _bags(lookup, inputs, input_step, input_start, n_steps)
         for name, lookup in (sparse_features or {}).items()
     }
 

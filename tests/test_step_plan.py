@@ -208,3 +208,23 @@ def test_training_does_not_depend_on_the_chunk_size(monkeypatch):
     assert [r.loss for r in chunked.history_] == [r.loss for r in whole.history_]
     for name, tensor in whole.network.state_dict().items():
         assert torch.equal(chunked.network.state_dict()[name], tensor), name
+
+
+def test_planning_ahead_in_a_worker_thread_changes_nothing(monkeypatch):
+    """The next chunk is planned while the current one trains: same draws, same order, so the
+    same model as planning each chunk when it is needed (several epochs of small chunks)."""
+    from prnn.models import GRU4Rec
+    from prnn.training import loop
+
+    from .test_gru4rec import SMALL, _cyclic
+
+    settings = dict(SMALL, n_epochs=3, dropout_p_hidden=0.3, dropout_p_embed=0.2, logq=1.0)
+    monkeypatch.setattr(loop, "CHUNK_STEPS", 4)
+    models = []
+    for ahead in (False, True):
+        monkeypatch.setattr(loop, "PLAN_AHEAD", ahead)
+        models.append(GRU4Rec(**settings).fit(_cyclic()))
+    inline, ahead = models
+    assert [r.loss for r in ahead.history_] == [r.loss for r in inline.history_]
+    for name, tensor in inline.network.state_dict().items():
+        assert torch.equal(ahead.network.state_dict()[name], tensor), name

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,9 @@ from prnn.training.step_loss import make_step_loss
 from prnn.training.step_plan import CHUNK_STEPS, plan_steps
 
 log = logging.getLogger(__name__)
+
+#: plan the next chunk of steps in a worker thread while the current one trains
+PLAN_AHEAD = True
 
 
 @dataclass
@@ -88,6 +92,45 @@ def _trained_tensors(network: torch.nn.Module) -> dict[str, torch.Tensor]:
     trained = dict(network.named_parameters())
     trained.update((n, b) for n, b in network.named_buffers() if id(b) in tables)
     return trained
+
+
+class ChunkPlanner:
+    """Hands out the planned chunks in training order, planning the next one ahead.
+
+    With ``ahead``, a worker thread plans chunk k + 1 while the steps of chunk k train: the
+    planning (sorts, sampling, dropout masks) then runs on a core the training step, at one
+    intra-op thread, leaves idle. Chunks are planned one after the other in the same order as
+    without it, so the random draws, and the results, are the same.
+    """
+
+    def __init__(self, plan_chunk, n_steps: int, n_epochs: int, ahead: bool) -> None:
+        self._plan_chunk = plan_chunk
+        self._n_steps = n_steps
+        self._chunks_left = n_epochs * -(-n_steps // CHUNK_STEPS)
+        self._pool = ThreadPoolExecutor(max_workers=1) if ahead else None
+        self._threads = torch.get_num_threads()
+        self._next: tuple[int, Future] | None = None
+
+    def _plan(self, first: int):
+        torch.set_num_threads(self._threads)  # the worker's own setting, as the trainer's
+        return self._plan_chunk(first)
+
+    def chunk(self, first: int):
+        """The planned steps from ``first`` on; starts planning the chunk after them."""
+        self._chunks_left -= 1
+        if self._next is not None and self._next[0] == first:
+            planned = self._next[1].result()
+        else:
+            planned = self._plan_chunk(first)
+        self._next = None
+        if self._pool is not None and self._chunks_left > 0:
+            following = first + CHUNK_STEPS if first + CHUNK_STEPS < self._n_steps else 0
+            self._next = (following, self._pool.submit(self._plan, following))
+        return planned
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _train_step(network, step, hidden, step_loss, optimizer, decision: CompileDecision):
@@ -255,6 +298,7 @@ def _train(
     reports: list[EpochReport] = []
     best_value, best_state, epochs_without_gain = -np.inf, None, 0
     n_epochs = n_epochs or config.n_epochs
+    planner = ChunkPlanner(plan_chunk, schedule.n_steps, n_epochs, ahead=PLAN_AHEAD)
     decision = CompileDecision(
         compile,
         schedule.n_steps * n_epochs,
@@ -263,84 +307,87 @@ def _train(
         whole_step=step_loss.compiles_whole,
     )
     current_phase = None
-    for epoch in range(1, n_epochs + 1):
-        network.train()
-        started = time.perf_counter()
-        # the first step's lanes: fewer than batch_size when there are fewer sessions
-        hidden = network.initial_hidden(step_sizes[0])
-        loss_sum = torch.zeros((), device=device)
-        bar = progress_bar(
-            range(schedule.n_steps),
-            desc=f"epoch {epoch}/{n_epochs}",
-            unit="batch",
-            enabled=progress,
-        )
-        # the compile settings only matter while tracing: on unless the step is decided eager
-        with compile_settings(not decision.decided or decision.compiled):
-            for step in bar:
-                if phase is not None:
-                    wanted = phase(epoch - 1, step)
-                    if wanted != current_phase:
-                        network.set_phase(wanted)
-                        current_phase = wanted
-                changes = lane_changes.get(step)
-                if changes:
-                    hidden = _apply_lane_changes(hidden, changes)
-                if step % CHUNK_STEPS == 0:
-                    planned = plan_chunk(step)
-                planned_step = planned[step % CHUNK_STEPS]
-                decision.before_step()
-                loss, hidden = _train_step(
-                    network, planned_step, hidden, step_loss, optimizer, decision
-                )
-                decision.after_step()
-                loss_sum.add_(loss, alpha=step_offsets[step + 1] - step_offsets[step])
-        bar.close()
-        seconds = time.perf_counter() - started
-        mean_loss = float(loss_sum) / schedule.n_targets
-        if not np.isfinite(mean_loss):
-            raise TrainingError(
-                f"training diverged in epoch {epoch} (loss {mean_loss}); lower learning_rate"
+    try:
+        for epoch in range(1, n_epochs + 1):
+            network.train()
+            started = time.perf_counter()
+            # the first step's lanes: fewer than batch_size when there are fewer sessions
+            hidden = network.initial_hidden(step_sizes[0])
+            loss_sum = torch.zeros((), device=device)
+            bar = progress_bar(
+                range(schedule.n_steps),
+                desc=f"epoch {epoch}/{n_epochs}",
+                unit="batch",
+                enabled=progress,
             )
-        report = EpochReport(
-            epoch=epoch,
-            loss=mean_loss,
-            seconds=seconds,
-            n_events=schedule.n_targets,
-            events_per_second=schedule.n_targets / seconds,
-        )
-        if validate is not None:
-            network.eval()
-            if current_phase is not None:
-                # score with the subnets in the output so far (residual adds them one by one)
-                network.set_phase(dataclasses.replace(current_phase, trainable=frozenset()))
-                current_phase = None
-            metrics = validate()
-            if valid_metric not in metrics:
-                raise ConfigError(
-                    f"valid_metric must be one of {', '.join(metrics)}; got {valid_metric!r}"
+            # the compile settings only matter while tracing: on unless the step is decided eager
+            with compile_settings(not decision.decided or decision.compiled):
+                for step in bar:
+                    if phase is not None:
+                        wanted = phase(epoch - 1, step)
+                        if wanted != current_phase:
+                            network.set_phase(wanted)
+                            current_phase = wanted
+                    changes = lane_changes.get(step)
+                    if changes:
+                        hidden = _apply_lane_changes(hidden, changes)
+                    if step % CHUNK_STEPS == 0:
+                        planned = planner.chunk(step)
+                    planned_step = planned[step % CHUNK_STEPS]
+                    decision.before_step()
+                    loss, hidden = _train_step(
+                        network, planned_step, hidden, step_loss, optimizer, decision
+                    )
+                    decision.after_step()
+                    loss_sum.add_(loss, alpha=step_offsets[step + 1] - step_offsets[step])
+            bar.close()
+            seconds = time.perf_counter() - started
+            mean_loss = float(loss_sum) / schedule.n_targets
+            if not np.isfinite(mean_loss):
+                raise TrainingError(
+                    f"training diverged in epoch {epoch} (loss {mean_loss}); lower learning_rate"
                 )
-            report.valid = {k: metrics[k] for k in ("recall@20", "mrr@20") if k in metrics}
-            report.valid.setdefault(valid_metric, metrics[valid_metric])
-            value = metrics[valid_metric]
-            if value > best_value:
-                best_value, epochs_without_gain = value, 0
-                if patience > 0:
-                    best_state = {
-                        n: t.detach().clone() for n, t in _trained_tensors(network).items()
-                    }
-            else:
-                epochs_without_gain += 1
-        reports.append(report)
-        log.info(report.line(n_epochs))
-        if epoch_callback is not None:
-            epoch_callback(report, network, optimizer)
-        if patience > 0 and validate is not None and epochs_without_gain >= patience:
-            log.info("early stopping: no %s gain for %d epoch(s)", valid_metric, patience)
-            break
-    if best_state is not None:
-        with torch.no_grad():
-            for name, tensor in _trained_tensors(network).items():
-                tensor.copy_(best_state[name])
+            report = EpochReport(
+                epoch=epoch,
+                loss=mean_loss,
+                seconds=seconds,
+                n_events=schedule.n_targets,
+                events_per_second=schedule.n_targets / seconds,
+            )
+            if validate is not None:
+                network.eval()
+                if current_phase is not None:
+                    # score with the subnets in the output so far (residual adds them one by one)
+                    network.set_phase(dataclasses.replace(current_phase, trainable=frozenset()))
+                    current_phase = None
+                metrics = validate()
+                if valid_metric not in metrics:
+                    raise ConfigError(
+                        f"valid_metric must be one of {', '.join(metrics)}; got {valid_metric!r}"
+                    )
+                report.valid = {k: metrics[k] for k in ("recall@20", "mrr@20") if k in metrics}
+                report.valid.setdefault(valid_metric, metrics[valid_metric])
+                value = metrics[valid_metric]
+                if value > best_value:
+                    best_value, epochs_without_gain = value, 0
+                    if patience > 0:
+                        best_state = {
+                            n: t.detach().clone() for n, t in _trained_tensors(network).items()
+                        }
+                else:
+                    epochs_without_gain += 1
+            reports.append(report)
+            log.info(report.line(n_epochs))
+            if epoch_callback is not None:
+                epoch_callback(report, network, optimizer)
+            if patience > 0 and validate is not None and epochs_without_gain >= patience:
+                log.info("early stopping: no %s gain for %d epoch(s)", valid_metric, patience)
+                break
+        if best_state is not None:
+            with torch.no_grad():
+                for name, tensor in _trained_tensors(network).items():
+                    tensor.copy_(best_state[name])
+    finally:
+        planner.close()
     network.eval()
     return reports

@@ -16,7 +16,8 @@ the reference (with ``--reference``) and by prnn at default flags (compiled wher
 ``--compile`` and ``--no-compile``; then on amazon_toys_mm (90% of the sequences, the p-RNN
 defaults comparison's settings, ``--toys-epochs`` epochs) ID-only GRU4Rec, feature-only and
 concat with CLIP image vectors, and the p-RNN with image vectors and with TF-IDF text
-(``--text``: a file written by ``prnn features text``), each at default flags and eager.
+(``--text``: a file written by ``prnn features text``), each compiled and eager (at default
+flags these short runs train eagerly).
 ``--only`` picks rows by name.
 """
 
@@ -110,11 +111,12 @@ def rows(args) -> list[Row]:
     if args.text:
         models.append(("p-RNN, text", ["--model", "prnn", "--features", f"text={args.text}"]))
     for label, model in models:
-        for flag, how in ((None, "default flags"), ("--no-compile", "--no-compile")):
-            command = _prnn_train([args.toys_train, *model, *settings, *([flag] if flag else [])])
+        for flag, how in (("--compile", "--compile"), ("--no-compile", "--no-compile")):
+            toys = [args.toys_train, "--time-col", "none"]
+            command = _prnn_train([*toys, *model, *settings, *([flag] if flag else [])])
             found.append(Row(f"Toys {label}, {how}", command, f"Toys ID only, {how}"))
     if args.only:
-        wanted = [w.strip() for w in args.only.split(",")]
+        wanted = [w.strip() for w in args.only.split(";")]
         found = [r for r in found if any(w in r.name for w in wanted)]
     return found
 
@@ -149,7 +151,7 @@ def main() -> int:
     parser.add_argument("--toys-epochs", type=int, default=2, help="Toys epochs (default: 2)")
     parser.add_argument("--text", help="TF-IDF feature file of amazon_toys_mm's items")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--only", help="comma-separated parts of row names to run")
+    parser.add_argument("--only", help="';'-separated parts of row names to run")
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args()
     args.toys_train = str(ROOT / "runs" / "toys_train_seed1.csv")

@@ -401,3 +401,37 @@ def test_fewer_sessions_than_lanes_train():
     """The batch starts with as many lanes as there are sessions (30 here, not 64)."""
     model = GRU4Rec(layers=(8,), batch_size=64, n_sample=4, n_epochs=1).fit(_cyclic(30))
     assert model.history_[0].n_events == 30 * 5 and np.isfinite(model.history_[0].loss)
+
+
+# recommendations of the files in tests/data, recorded by the code that wrote them (GRU4Rec's
+# own network, before the one-network engine renamed its tensors)
+LEGACY_RECOMMENDATIONS = {
+    "constrained": [
+        ("c3", 4.54741),
+        ("c2", 0.42398),
+        ("c4", 0.39125),
+        ("c5", -0.347),
+        ("c1", -0.42925),
+        ("c0", -1.87624),
+    ],
+    "separate": [
+        ("c3", 3.43768),
+        ("c4", 1.10439),
+        ("c2", 0.54592),
+        ("c1", 0.2733),
+        ("c5", -2.41241),
+        ("c0", -2.90666),
+    ],
+}
+
+
+@pytest.mark.parametrize("mode", list(LEGACY_RECOMMENDATIONS))
+def test_model_files_from_before_the_one_network_engine_load_and_score_the_same(mode):
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / f"gru4rec_before_one_network_{mode}.prnn"
+    model = SessionRecommender.load(path)
+    got = model.recommend(["c1", "c2"], k=6)
+    assert [item for item, _ in got] == [item for item, _ in LEGACY_RECOMMENDATIONS[mode]]
+    for (_, score), (_, expected) in zip(got, LEGACY_RECOMMENDATIONS[mode]):
+        assert score == pytest.approx(expected, abs=1e-4)

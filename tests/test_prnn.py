@@ -85,7 +85,8 @@ def test_prnn_training_methods_learn_a_cycle(training):
     model = PRNN(**SMALL, n_epochs=12, training=training).fit(
         _cyclic(), features={"img": _dense(), "txt": _sparse()}
     )
-    assert len(model.history_) == (36 if training == "residual" else 12)
+    # residual splits the 12 epochs: 10 for the ID subnet, 1 for each feature subnet
+    assert len(model.history_) == 12
     for step in range(6):
         assert model.recommend([f"c{step}"], k=1)[0][0] == f"c{(step + 1) % 6}"
 
@@ -400,10 +401,47 @@ def test_residual_validation_scores_only_the_subnets_trained_so_far():
         epoch_callback=lambda r, network, o: active_at_validation.append(set(network.active)),
     )
     assert active_at_validation == [{"id"}, {"id", "img"}]
-    with pytest.raises(ConfigError, match=r"patience\) is not available with training=residual"):
-        PRNN(**SMALL, n_epochs=1, training="residual").fit(
-            log, features={"img": _dense()}, valid=validation(log), patience=1
+
+
+def test_residual_epochs_default_to_a_share_of_n_epochs():
+    from prnn.models.prnn import residual_split
+
+    assert residual_split(10, 2, 0.2) == (8, 2)
+    assert residual_split(10, 3, 0.2) == (8, 1, 1)
+    assert residual_split(1, 2, 0.2) == (1, 1)
+    assert residual_split(5, 1, 0.2) == (5,)
+    model = PRNN(**SMALL, n_epochs=5).fit(_cyclic(), features={"img": _dense()})
+    assert model.config.training == "residual" and len(model.history_) == 5
+
+
+def test_early_stopping_with_residual_training_picks_among_the_last_stage(monkeypatch):
+    from types import SimpleNamespace
+
+    import prnn.evaluation
+
+    # validation per epoch; epochs 1-2 (the ID subnet alone) score highest but do not count
+    scripted = iter([0.9, 0.8, 0.3, 0.2, 0.25])
+
+    def fake_evaluate(model, events, cutoffs=(20,), **options):
+        value = next(scripted)
+        return SimpleNamespace(
+            metrics={f"{m}@{k}": value for m in ("recall", "mrr") for k in cutoffs}
         )
+
+    monkeypatch.setattr(prnn.evaluation, "evaluate", fake_evaluate)
+    snapshots = []
+    model = PRNN(**SMALL, training="residual", residual_epochs=(2, 3)).fit(
+        _cyclic(),
+        features={"img": _dense()},
+        valid=validation(_cyclic()),
+        patience=1,
+        epoch_callback=lambda r, network, o: snapshots.append(
+            {n: t.clone() for n, t in network.state_dict().items()}
+        ),
+    )
+    assert len(model.history_) == 4  # epoch 4 did not beat epoch 3: stop
+    for name, tensor in model.network.state_dict().items():
+        assert torch.equal(tensor, snapshots[2][name]), name
 
 
 @pytest.mark.parametrize("name", ["id", "a.b", "keys", ""])
@@ -467,7 +505,7 @@ def test_early_stopping_restores_the_best_epochs_weights(monkeypatch):
     def remember(report, network, optimizer):
         snapshots.append({n: t.clone() for n, t in network.state_dict().items()})
 
-    model = PRNN(**dict(SMALL, n_epochs=5))
+    model = PRNN(**dict(SMALL, n_epochs=5, training="simultaneous"))
     model.fit(
         _cyclic(),
         features={"img": _dense()},

@@ -159,6 +159,7 @@ def train_session_parallel(
     phase: Callable | None = None,
     n_phases: int = 1,
     n_epochs: int | None = None,
+    early_stopping_from: int = 0,
     epoch_callback=None,
     compile: bool | None = None,
     threads: int | None = None,
@@ -176,6 +177,8 @@ def train_session_parallel(
     and the best epoch's weights are kept. ``phase(epoch, step)`` (0-based epoch and step in
     it), for networks of several subnets, says which are active and trainable (``n_phases``:
     how many different ones there are); ``n_epochs`` overrides the config's epoch count;
+    ``early_stopping_from``: epochs up to this one are validated but neither kept as the best
+    nor counted against ``patience`` (residual training: only its last stage competes);
     ``epoch_callback(report, network, optimizer)`` runs after each epoch. ``compile``: run the
     step through ``torch.compile`` (True), eagerly (False), or decide by timing (None; see
     ``prnn.training.compile``). ``threads``: intra-op threads; None = ``PRNN_THREADS``, the
@@ -204,6 +207,7 @@ def train_session_parallel(
             phase=phase,
             n_phases=n_phases,
             n_epochs=n_epochs,
+            early_stopping_from=early_stopping_from,
             epoch_callback=epoch_callback,
             compile=compile,
         )
@@ -225,6 +229,7 @@ def _train(
     phase: Callable | None,
     n_phases: int,
     n_epochs: int | None,
+    early_stopping_from: int,
     epoch_callback,
     compile: bool | None,
 ) -> list[EpochReport]:
@@ -368,7 +373,9 @@ def _train(
                 report.valid = {k: metrics[k] for k in ("recall@20", "mrr@20") if k in metrics}
                 report.valid.setdefault(valid_metric, metrics[valid_metric])
                 value = metrics[valid_metric]
-                if value > best_value:
+                if epoch <= early_stopping_from:
+                    pass  # an earlier stage of the schedule: reported, not a candidate
+                elif value > best_value:
                     best_value, epochs_without_gain = value, 0
                     if patience > 0:
                         best_state = {

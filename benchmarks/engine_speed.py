@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from report import emit_table
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 RSC15 = DATA / "rsc15_100k" / "events.csv.gz"
@@ -188,11 +190,7 @@ def main() -> int:
             ratio_time = f"{seconds / base_seconds:.2f}x"
             ratio_rate = f"{rate / base_rate:.2f}x"
         lines.append(f"| {row.name} | {seconds:.1f} | {rate:,.0f} | {ratio_time} | {ratio_rate} |")
-    table = "\n".join(lines)
-    print(table)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table + "\n", encoding="utf-8")
+    emit_table("\n".join(lines), args.out)
     return 0
 
 

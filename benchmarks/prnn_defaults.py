@@ -31,6 +31,7 @@ from prnn.data import read_events, split_sessions_randomly
 from prnn.evaluation import evaluate
 from prnn.features import read_features
 from prnn.models import PRNN, GRU4Rec
+from report import emit_table
 
 EVENTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon_toys_mm"
 #: the issue's shared settings: what ID only and every p-RNN variant get alike
@@ -123,11 +124,7 @@ def main() -> int:
         )
         cells.append(f"{seconds:.0f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
-    print(table)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table + "\n", encoding="utf-8")
+    emit_table("\n".join(lines), args.out)
     return 0
 
 

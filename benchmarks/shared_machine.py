@@ -51,6 +51,8 @@ import sys
 import time
 from pathlib import Path
 
+from report import emit_table
+
 REPO = Path(__file__).resolve().parent.parent
 RSC15 = REPO.parent / "shared" / "data" / "rsc15_100k" / "events.csv.gz"
 TOYS = REPO / "src" / "prnn" / "example_data" / "toys_sample"
@@ -638,10 +640,7 @@ def main() -> int:
         table = calibrate_products(args)
     else:
         table = compare(args)
-    print(table, end="")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table)
+    emit_table(table, args.out)
     return 0
 
 

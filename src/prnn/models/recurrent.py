@@ -9,6 +9,7 @@ A recurrent model holds a ``prnn.network.Network`` that provides ``initial_hidde
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,10 @@ import torch
 
 from prnn.errors import ConfigError
 from prnn.models.base import ConfigT, SessionRecommender
+from prnn.threads import resolve_threads, using_threads
 from prnn.training import train_session_parallel
+
+log = logging.getLogger(__name__)
 
 #: the metrics ``valid`` may be asked to improve
 VALID_METRICS = tuple(
@@ -69,7 +73,9 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
         """Initialise ``network`` from the config's seed, put it on ``device`` and train it.
 
         ``valid(model) -> metrics`` (e.g. ``prnn.evaluation.validation(events)``) runs after
-        each epoch; ``compile`` and ``threads``: see ``prnn.training.train_session_parallel``;
+        each epoch; ``compile``: see ``prnn.training.train_session_parallel``; ``threads``:
+        intra-op threads (None: ``PRNN_THREADS``, the user's ``OMP_NUM_THREADS`` or the thread
+        policy of ``prnn.threads``);
         ``schedule``: the p-RNN's ``phase``, ``n_phases`` and ``n_epochs``.
         """
         if valid is not None and not callable(valid):
@@ -86,23 +92,30 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
         generator = torch.Generator().manual_seed(self.config.seed)
         network.reset_parameters(generator)
         self.network = network.to(self.device)
-        self.history_ = train_session_parallel(
-            network,
-            self.config,
-            events,
-            item_index,
-            self.fitted_vocabulary.counts,
-            generator=generator,
-            device=self.device,
-            progress=progress,
-            validate=None if valid is None else lambda: valid(self),
-            patience=patience,
-            valid_metric=valid_metric,
-            epoch_callback=epoch_callback,
-            compile=compile,
-            threads=threads,
-            **schedule,
+        choice = resolve_threads(
+            threads,
+            "train",
+            work_per_step=network.work_per_step(self.config.batch_size, self.config.n_sample),
+            source="threads=",
         )
+        log.info("training with %s", choice.describe())
+        with using_threads(choice):
+            self.history_ = train_session_parallel(
+                network,
+                self.config,
+                events,
+                item_index,
+                self.fitted_vocabulary.counts,
+                generator=generator,
+                device=self.device,
+                progress=progress,
+                validate=None if valid is None else lambda: valid(self),
+                patience=patience,
+                valid_metric=valid_metric,
+                epoch_callback=epoch_callback,
+                compile=compile,
+                **schedule,
+            )
 
     def _fitted_network(self):
         self.fitted_vocabulary  # noqa: B018 - raises NotFittedError

@@ -24,7 +24,6 @@ from prnn.data import EventLog
 from prnn.errors import ConfigError, TrainingError
 from prnn.optim import AdagradMomentum
 from prnn.progress import progress_bar
-from prnn.threads import resolve_threads, using_threads
 from prnn.training.compile import CompileDecision, compile_settings
 from prnn.training.step_loss import make_step_loss
 from prnn.training.step_plan import CHUNK_STEPS, plan_steps
@@ -162,7 +161,6 @@ def train_session_parallel(
     early_stopping_from: int = 0,
     epoch_callback=None,
     compile: bool | None = None,
-    threads: int | None = None,
 ) -> list[EpochReport]:
     """Train ``network`` for ``config.n_epochs`` epochs; returns per-epoch reports.
 
@@ -181,59 +179,9 @@ def train_session_parallel(
     nor counted against ``patience`` (residual training: only its last stage competes);
     ``epoch_callback(report, network, optimizer)`` runs after each epoch. ``compile``: run the
     step through ``torch.compile`` (True), eagerly (False), or decide by timing (None; see
-    ``prnn.training.compile``). ``threads``: intra-op threads; None = ``PRNN_THREADS``, the
-    user's ``OMP_NUM_THREADS`` or the thread policy (``prnn.threads``).
+    ``prnn.training.compile``). Runs with the caller's intra-op thread count (the models
+    apply the thread policy around it).
     """
-    choice = resolve_threads(
-        threads,
-        "train",
-        work_per_step=network.work_per_step(config.batch_size, config.n_sample),
-        source="threads=",
-    )
-    log.info("training with %s", choice.describe())
-    with using_threads(choice):
-        return _train(
-            network,
-            config,
-            events,
-            item_index,
-            item_counts,
-            generator=generator,
-            device=device,
-            progress=progress,
-            validate=validate,
-            patience=patience,
-            valid_metric=valid_metric,
-            phase=phase,
-            n_phases=n_phases,
-            n_epochs=n_epochs,
-            early_stopping_from=early_stopping_from,
-            epoch_callback=epoch_callback,
-            compile=compile,
-        )
-
-
-def _train(
-    network,
-    config,
-    events: EventLog,
-    item_index: np.ndarray,
-    item_counts: np.ndarray,
-    *,
-    generator: torch.Generator,
-    device: torch.device,
-    progress: bool,
-    validate: Callable[[], dict[str, float]] | None,
-    patience: int,
-    valid_metric: str,
-    phase: Callable | None,
-    n_phases: int,
-    n_epochs: int | None,
-    early_stopping_from: int,
-    epoch_callback,
-    compile: bool | None,
-) -> list[EpochReport]:
-    """``train_session_parallel``'s work, under its thread choice."""
     min_lanes = 2 if config.n_sample == 0 else 1
     schedule: SessionParallelSchedule = session_parallel_schedule(
         events.session_offsets, session_start_order(events), config.batch_size, min_lanes

@@ -259,13 +259,14 @@ def test_epoch_flags_are_refused_for_knn_models(split_dir, tmp_path, capsys):
     ("flags", "compile_option"), [([], "absent"), (["--compile"], True), (["--no-compile"], False)]
 )
 def test_compile_flags_reach_fit_only_when_given(model_name, flags, compile_option):
-    from prnn.cli import _training_options, build_parser
+    from prnn.cli import build_parser
+    from prnn.cli.train import training_options
     from prnn.models import MODELS
 
     args = build_parser().parse_args(
         ["train", "x.csv", "--model", model_name, "--out", "m", *flags]
     )
-    options = _training_options(args, MODELS[model_name]())
+    options = training_options(args, MODELS[model_name]())
     # without a flag the library decides (compiled where it pays)
     assert options.get("compile", "absent") == compile_option
 

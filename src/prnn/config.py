@@ -8,9 +8,12 @@ the closest valid key.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import inspect
 import json
+import textwrap
 import tomllib
 import types
 import typing
@@ -58,13 +61,13 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _unknown_key_error(cls: type, key: str, source: str) -> ConfigError:
+def _unknown_key_error(cls: type, key: str, source: str, owner: str | None) -> ConfigError:
     valid = [f.name for f in dataclasses.fields(cls)]
     close = difflib.get_close_matches(key, valid, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    listing = ", ".join(valid) if valid else "(none: this model has no settings)"
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    listing = ", ".join(valid) if valid else "none: it has no settings"
     return ConfigError(
-        f"{source}: unknown key {key!r} for {cls.__name__}{hint} Valid keys: {listing}"
+        f"{source}: unknown key {key!r} for {owner or cls.__name__}{hint}. Valid keys: {listing}"
     )
 
 
@@ -116,13 +119,21 @@ def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
     return value
 
 
-def build_config(cls: type[ConfigT], values: Mapping[str, Any], source: str = "config") -> ConfigT:
-    """Build ``cls`` from a mapping of field names to raw values, coercing each to its type."""
+def build_config(
+    cls: type[ConfigT],
+    values: Mapping[str, Any],
+    source: str = "config",
+    owner: str | None = None,
+) -> ConfigT:
+    """Build ``cls`` from a mapping of field names to raw values, coercing each to its type.
+
+    ``source`` (where the values came from) and ``owner`` (what the settings are of, e.g.
+    "model item-knn"; default: the class name) name the input in errors."""
     types_by_field = _field_types(cls)
     kwargs = {}
     for key, raw in values.items():
         if key not in types_by_field:
-            raise _unknown_key_error(cls, key, source)
+            raise _unknown_key_error(cls, key, source, owner)
         kwargs[key] = _coerce(raw, types_by_field[key], key, source)
     return cls(**kwargs)
 
@@ -157,6 +168,49 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a table of key = value settings")
     return data
+
+
+def setting_docs(cls: type) -> dict[str, str]:
+    """Each field's docstring (the string literal under it in the class body, this class's or a
+    base's), by field name; fields without one are absent."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):  # no source (frozen or compiled)
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for statement, following in zip(body, body[1:]):
+            if (
+                isinstance(statement, ast.AnnAssign)
+                and isinstance(statement.target, ast.Name)
+                and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+            ):
+                docs[statement.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def format_setting(value: Any) -> str:
+    """A setting as ``--set`` takes it: ``100,100`` for tuples, ``true``/``false`` for flags."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple | list):
+        return ",".join(format_setting(v) for v in value)
+    return str(value)
+
+
+def changed_settings(config: object) -> dict[str, Any]:
+    """The fields of ``config`` whose values differ from its class's defaults."""
+    defaults = type(config)()
+    return {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if getattr(config, f.name) != getattr(defaults, f.name)
+    }
 
 
 def config_to_dict(config: object) -> dict[str, Any]:

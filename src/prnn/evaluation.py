@@ -6,14 +6,15 @@ Sessions run side by side in lanes (session-parallel, as in training), each lane
 when it takes a new session, so the evaluator only ever calls the ``SessionRecommender``
 interface and never knows which model it runs.
 
-Defaults, defined once here: conservative ties, all items as candidates, cut-offs 1, 5, 10, 20.
+Defaults (defined once, in ``prnn.protocol``): conservative ties, all items as candidates,
+cut-offs 1, 5, 10, 20.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,15 +23,16 @@ from prnn.data import EventLog, Vocabulary
 from prnn.errors import ConfigError, DataError, PrnnError
 from prnn.models.base import SessionRecommender
 from prnn.progress import progress_bar
+from prnn.protocol import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_CUTOFFS,
+    DEFAULT_TIES,
+    OUTSIDE_CANDIDATES_POLICY,
+    TIE_SHARE_ABOVE,
+    TiePolicy,
+    parse_candidates,
+)
 from prnn.threads import resolve_threads, using_threads
-
-TiePolicy = Literal["conservative", "optimistic", "median"]
-#: Share of the items tied with the target that rank above it.
-TIE_SHARE_ABOVE = {"optimistic": 0.0, "median": 0.5, "conservative": 1.0}
-DEFAULT_TIES: TiePolicy = "conservative"
-DEFAULT_CUTOFFS = (1, 5, 10, 20)
-DEFAULT_CANDIDATES = "all"
-OUTSIDE_CANDIDATES_POLICY = "counted as misses"
 
 
 def target_ranks(
@@ -63,17 +65,6 @@ def recall_at(ranks: torch.Tensor, k: int) -> torch.Tensor:
 def reciprocal_rank_at(ranks: torch.Tensor, k: int) -> torch.Tensor:
     """(B,) 1 / rank where the target is in the top k, else 0.0."""
     return torch.where(ranks <= k, 1.0 / ranks, torch.zeros_like(ranks))
-
-
-def parse_candidates(spec: str, name: str = "candidates") -> int | None:
-    """``all`` -> None, ``top:N`` -> N; ``name`` is what the error calls the setting."""
-    text = spec.strip().lower()
-    if text == "all":
-        return None
-    kind, _, number = text.partition(":")
-    if kind != "top" or not number.isdigit() or int(number) < 1:
-        raise ConfigError(f"{name} must be 'all' or 'top:N' with N >= 1; got {spec!r}")
-    return int(number)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ from safetensors.torch import save_file
 from prnn.atomic import atomic_path
 from prnn.data import Vocabulary
 from prnn.errors import ModelFormatError
+from prnn.file_kinds import MODEL_FORMAT_NAME, is_prnn_model
 
-FORMAT_NAME = "prnn-model"
+FORMAT_NAME = MODEL_FORMAT_NAME
 FORMAT_VERSION = 1
 _VOCAB_PREFIX = "vocabulary."
 
@@ -75,6 +76,17 @@ def write_model_file(
         save_file(everything, str(temp), metadata=metadata)
 
 
+def _unreadable_model_message(path: Path, error: Exception) -> str:
+    """Why ``path`` cannot be read as a model: a prnn model cut short or damaged (its header
+    names prnn, its tensors are incomplete), or not a prnn model at all."""
+    if is_prnn_model(path):
+        return (
+            f"{path}: a prnn model file that is truncated or corrupt ({error}); "
+            "train or copy it again"
+        )
+    return f"{path}: not a prnn model (not a complete safetensors file: {error})"
+
+
 def read_model_file(
     path: str | os.PathLike,
 ) -> tuple[str, dict[str, Any], Vocabulary, dict[str, torch.Tensor]]:
@@ -95,7 +107,7 @@ def read_model_file(
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         if isinstance(exc, ModelFormatError):
             raise
-        raise ModelFormatError(f"{path}: not a prnn model ({type(exc).__name__})") from None
+        raise ModelFormatError(_unreadable_model_message(path, exc)) from None
     raw_version = metadata.get("format_version", "0")
     try:
         version = int(raw_version)

@@ -41,6 +41,7 @@ class GRU4RecConfig:
     dropout_p_hidden: float = 0.0
     """Drop probability on each GRU layer's output."""
     learning_rate: float = 0.05
+    """Step size of Adagrad."""
     momentum: float = 0.0
     """Momentum of Adagrad; 0 = plain Adagrad."""
     sample_alpha: float = 0.5
@@ -58,6 +59,7 @@ class GRU4RecConfig:
     embedding: int = 0
     """Size of a separate input embedding; 0 with constrained_embedding=False = one-hot input."""
     n_epochs: int = 10
+    """Passes over the training events."""
     seed: int = 42
     """Seeds initialisation, negative sampling and dropout: equal seeds, equal models."""
     sample_store_size: int = 10_000_000

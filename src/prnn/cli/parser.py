@@ -1,0 +1,408 @@
+"""The command line's flags: argparse only, so that ``--help``, ``--version`` and argument
+errors answer before anything heavy is imported. Each command names its handler as
+``"module:function"``; ``prnn.cli.main`` imports it only to run it."""
+
+from __future__ import annotations
+
+import argparse
+
+from prnn import __version__
+from prnn.config import preset_names
+from prnn.model_registry import MODEL_ENTRIES, MODEL_NAMES
+from prnn.protocol import DEFAULT_CANDIDATES, DEFAULT_CUTOFFS, DEFAULT_TIES, TIE_SHARE_ABOVE
+
+
+def add_event_columns(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("event file columns")
+    group.add_argument(
+        "--session-col", help="session id column (default: session_id, or GRU4Rec's SessionId)"
+    )
+    group.add_argument("--item-col", help="item id column (default: item_id, or ItemId)")
+    group.add_argument(
+        "--time-col",
+        help="time column in seconds (default: timestamp, or Time); 'none' = the log has no "
+        "time and file order is time order",
+    )
+    group.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="keep only rows where COLUMN equals VALUE (repeatable), e.g. --where split=train",
+    )
+
+
+THREADS_HELP = (
+    "intra-op threads for training, evaluation and feature extraction (default: the "
+    "PRNN_THREADS or OMP_NUM_THREADS variable, else prnn's policy: see docs/threads.md)"
+)
+
+
+def add_force(parser: argparse.ArgumentParser, replaced: str) -> None:
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help=f"replace existing outputs even if they are {replaced} (otherwise refused)",
+    )
+
+
+def _models_listing() -> str:
+    width = max(map(len, MODEL_NAMES))
+    return "\n".join(f"  {name:<{width}}  {entry.summary}" for name, entry in MODEL_ENTRIES.items())
+
+
+MODELS_EPILOG = (
+    "models:\n"
+    + _models_listing()
+    + "\n\nEach model's settings (--set KEY=VALUE), with defaults and meaning: prnn models MODEL"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prnn",
+        description="Session-based recommendation with item features: split click logs, "
+        "train and evaluate recommenders, recommend for a session.",
+    )
+    parser.add_argument("--version", action="version", version=f"prnn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars or info logs on stderr"
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="list every model setting, not only the ones that differ from the defaults",
+    )
+    parser.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
+    # The same flags after the subcommand name; SUPPRESS keeps the top-level value otherwise.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    )
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress bars or info logs on stderr",
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="list every model setting, not only the ones that differ from the defaults",
+    )
+    common.add_argument(
+        "--threads", type=int, metavar="N", default=argparse.SUPPRESS, help=THREADS_HELP
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    split = commands.add_parser(
+        "split",
+        parents=[common],
+        help="time-based train/test split of a click log",
+        description="Sessions whose last (or first) event lies in the last N days go to test. "
+        "Test events on items unseen in train are dropped, then test sessions shorter than the "
+        "minimum length. Writes train.csv, test.csv and split.json to --out-dir.",
+    )
+    split.add_argument("events", help="click log (CSV, TSV, .gz or Parquet)")
+    split.add_argument("--test-days", type=float, required=True, help="length of the test period")
+    split.add_argument(
+        "--out-dir", required=True, help="folder for train.csv, test.csv, split.json"
+    )
+    split.add_argument(
+        "--split-by",
+        choices=("end", "start"),
+        default="end",
+        help="which session time decides the side (default: end, as GRU4Rec's preprocessing)",
+    )
+    split.add_argument(
+        "--min-item-support",
+        type=int,
+        default=1,
+        help="drop items with fewer events, before splitting (default: 1 = keep all)",
+    )
+    split.add_argument(
+        "--min-session-length",
+        type=int,
+        default=2,
+        help="drop shorter sessions, before splitting and from test after it (default: 2)",
+    )
+    add_force(split, "train.csv, test.csv or split.json that are not an earlier split")
+    add_event_columns(split)
+    split.set_defaults(handler="prnn.cli.split:command_split")
+
+    train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="train a model on a click log and save it",
+        description="Train a recommender and save it as one file (safetensors + JSON metadata).",
+        epilog=MODELS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("train", help="training click log")
+    train.add_argument(
+        "--model", required=True, choices=MODEL_NAMES, metavar="MODEL", help="which model (below)"
+    )
+    train.add_argument("--out", required=True, help="model file to write")
+    add_force(train, "a file that is not a prnn model")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a model setting (repeatable), e.g. --set layers=100; overrides --config and --preset",
+    )
+    train.add_argument("--config", help="TOML or JSON file of model settings; overrides --preset")
+    train.add_argument(
+        "--preset",
+        help=f"published hyper-parameters to start from: {', '.join(preset_names())}",
+    )
+    epochs = train.add_argument_group(
+        "models trained by epochs (gru4rec, feature-only, concat, prnn)"
+    )
+    epochs.add_argument(
+        "--features",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="an item feature set (repeatable): .npz/.npy/.parquet, dense or sparse, e.g. "
+        "--features image=clip.npz --features text=tfidf.npz",
+    )
+    epochs.add_argument("--valid", help="click log evaluated after every epoch (Recall/MRR@20)")
+    epochs.add_argument(
+        "--patience",
+        type=int,
+        help="stop after this many epochs without a gain on --valid and keep the best epoch",
+    )
+    epochs.add_argument(
+        "--valid-metric", default="recall@20", help="metric for --patience (default: %(default)s)"
+    )
+    epochs.add_argument(
+        "--device", help="torch device to train on, e.g. cpu or cuda (default: cpu)"
+    )
+    epochs.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the training step through torch.compile: compiled by default where it pays; "
+        "--no-compile trains eagerly (compiling takes a one-off 5-20 s and, on CPU, a C++ "
+        "compiler)",
+    )
+    add_event_columns(train)
+    train.set_defaults(handler="prnn.cli.train:command_train")
+
+    evaluate_parser = commands.add_parser(
+        "evaluate",
+        parents=[common],
+        help="next-event evaluation of a saved model on a test log",
+        description="For every event of each test session but the last, rank the candidates for "
+        "the next event. Prints Recall@K and MRR@K; --json - prints only JSON on stdout.",
+    )
+    evaluate_parser.add_argument("model", help="saved model file")
+    evaluate_parser.add_argument("test", help="test click log")
+    evaluate_parser.add_argument(
+        "--cutoffs",
+        default=",".join(map(str, DEFAULT_CUTOFFS)),
+        help="comma-separated K values (default: %(default)s)",
+    )
+    evaluate_parser.add_argument(
+        "--candidates",
+        default=DEFAULT_CANDIDATES,
+        help="'all' items or 'top:N' most popular training items (default: %(default)s)",
+    )
+    evaluate_parser.add_argument(
+        "--ties",
+        default=DEFAULT_TIES,
+        choices=tuple(TIE_SHARE_ABOVE),
+        help="rank of the target among equal scores (default: %(default)s = below all of them)",
+    )
+    evaluate_parser.add_argument(
+        "--json", metavar="OUT", help="write the metrics as JSON to OUT, or to stdout with '-'"
+    )
+    add_force(evaluate_parser, "a --json file that is not prnn metrics")
+    evaluate_parser.add_argument(
+        "--batch-size", type=int, default=256, help="sessions scored side by side (default: 256)"
+    )
+    evaluate_parser.add_argument(
+        "--device", default="cpu", help="torch device to score on (default: %(default)s)"
+    )
+    add_event_columns(evaluate_parser)
+    evaluate_parser.set_defaults(handler="prnn.cli.evaluate:command_evaluate")
+
+    recommend = commands.add_parser(
+        "recommend",
+        parents=[common],
+        help="top-k items for a session so far",
+        description="Item-to-session recommendation: the model reads the given clicks in order "
+        "and lists the k items it scores highest for the next click.",
+    )
+    recommend.add_argument("model", help="saved model file")
+    recommend.add_argument(
+        "--items", required=True, help="the session's item ids in click order, comma-separated"
+    )
+    recommend.add_argument("--k", type=int, default=20, help="list length (default: 20)")
+    recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    recommend.set_defaults(handler="prnn.cli.evaluate:command_recommend")
+
+    features = commands.add_parser(
+        "features", parents=[common], help="build item feature matrices from item content"
+    )
+    feature_kinds = features.add_subparsers(dest="kind", required=True, metavar="KIND")
+    text = feature_kinds.add_parser(
+        "text",
+        parents=[common],
+        help="TF-IDF word n-grams of item text (sparse)",
+        description="Concatenate the text columns of each item and weight its word n-grams "
+        "(default: bi-grams, as in the p-RNN paper) by TF-IDF. Writes a sparse .npz (CSR arrays, "
+        "item_id, vocabulary) usable with --features.",
+    )
+    text.add_argument("items", help="item table (CSV, TSV, .gz or Parquet)")
+    text.add_argument("--out", required=True, help="output .npz")
+    text.add_argument("--id-col", default="item_id", help="item id column (default: %(default)s)")
+    text.add_argument(
+        "--text-cols",
+        default="title,description",
+        help="comma-separated text columns, concatenated (default: %(default)s)",
+    )
+    text.add_argument(
+        "--ngram-range", default="2,2", help="smallest,largest n of word n-grams (default: 2,2)"
+    )
+    text.add_argument(
+        "--min-df", type=int, default=1, help="drop n-grams in fewer items (default: 1)"
+    )
+    text.add_argument(
+        "--max-features", type=int, help="keep only the most frequent n-grams (default: all)"
+    )
+    text.add_argument(
+        "--sublinear-tf", action="store_true", help="use 1 + log(tf) instead of raw counts"
+    )
+    add_force(text, "a file that is not a prnn feature file")
+    text.set_defaults(handler="prnn.cli.features:command_features_text")
+
+    image = feature_kinds.add_parser(
+        "image",
+        parents=[common],
+        help="CNN image vectors (dense), GoogLeNet's last average pooling by default",
+        description="Run each item image (files named by item id, in a folder or a zip) through "
+        "a CNN pretrained on ImageNet and keep its last average-pooling output (GoogLeNet: 1024 "
+        "values), scaled to unit length, as in the p-RNN paper. Writes a dense .npz (item_id, "
+        "emb) usable with --features.",
+    )
+    image.add_argument("images", help="folder or zip of images named <item id>.jpg/.png/...")
+    image.add_argument("--out", required=True, help="output .npz")
+    image.add_argument(
+        "--backbone",
+        default="googlenet",
+        help="googlenet (built in) or another torchvision model name if torchvision imports",
+    )
+    image.add_argument(
+        "--weights",
+        help="state-dict file of the backbone (default: torchvision's cached ImageNet weights)",
+    )
+    image.add_argument(
+        "--random-weights",
+        type=int,
+        metavar="SEED",
+        help="random weights from SEED instead of pretrained ones (for testing the pipeline)",
+    )
+    image.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
+    image.add_argument(
+        "--image-size", type=int, default=224, help="images are resized to this square (224)"
+    )
+    image.add_argument("--limit", type=int, help="only the first N images (by name)")
+    add_force(image, "a file that is not a prnn feature file")
+    image.set_defaults(handler="prnn.cli.features:command_features_image")
+
+    models = commands.add_parser(
+        "models",
+        parents=[common],
+        help="list the models, or one model's settings with defaults and meaning",
+        description="Without MODEL: every model and what it is. With MODEL: its settings, "
+        "their defaults and meaning, as set with prnn train --set KEY=VALUE.",
+        epilog=MODELS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    models.add_argument("model", nargs="?", choices=MODEL_NAMES, metavar="MODEL", help="a model")
+    models.set_defaults(handler="prnn.cli.train:command_models")
+
+    experiment = commands.add_parser(
+        "experiment", parents=[common], help="run a comparison of models and print a results table"
+    )
+    experiments = experiment.add_subparsers(dest="experiment", required=True, metavar="NAME")
+    baselines = experiments.add_parser(
+        "baselines",
+        parents=[common],
+        help="POP, item-kNN and V-SKNN on one log (default: the bundled RSC15 sample)",
+        description="Split a click log by time, train the baselines on the training part and "
+        "evaluate them on the test part with the shared protocol (all items, conservative ties).",
+    )
+    baselines.add_argument(
+        "--events", help="click log to use (default: the sample bundled with prnn)"
+    )
+    baselines.add_argument(
+        "--test-days", type=float, default=1.0, help="test period in days (default: 1)"
+    )
+    baselines.add_argument(
+        "--models",
+        default="pop,item-knn,v-sknn",
+        help="comma-separated models to compare (default: %(default)s)",
+    )
+    baselines.add_argument(
+        "--cutoffs", default="5,10,20", help="comma-separated K values (default: %(default)s)"
+    )
+    baselines.add_argument("--out-dir", help="also write results.md and results.json here")
+    add_force(baselines, "results.md or results.json that are not an earlier report")
+    add_event_columns(baselines)
+    baselines.set_defaults(handler="prnn.cli.experiment:command_experiment_baselines")
+
+    paper = experiments.add_parser(
+        "paper",
+        parents=[common],
+        help="the p-RNN paper's comparison (default: the bundled Amazon Toys sample)",
+        description="item-kNN, content-kNN, ID only (h, 2h), feature only, concat and p-RNN "
+        "trained four ways (h+h), on one click log and one feature set; writes results.md, "
+        ".csv, .json and a bar chart (results.png) to --out-dir.",
+    )
+    paper.add_argument("--events", help="click log (default: the bundled Amazon Toys sample)")
+    paper.add_argument(
+        "--features",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="the feature set (default with the bundled sample: its CLIP image vectors)",
+    )
+    paper.add_argument(
+        "--out-dir", default="runs/paper", help="report folder (default: %(default)s)"
+    )
+    paper.add_argument("--hidden", type=int, default=100, help="h, hidden units (default: 100)")
+    paper.add_argument("--epochs", type=int, default=5, help="epochs per model (default: 5)")
+    paper.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.1,
+        help="share of sessions drawn at random as test (default: 0.1)",
+    )
+    paper.add_argument("--test-days", type=float, help="time split instead: last N days as test")
+    paper.add_argument("--seed", type=int, default=0, help="split and tuning seed (default: 0)")
+    paper.add_argument(
+        "--trials",
+        type=int,
+        default=0,
+        help="tuning budget: settings tried per neural method (default: 0 = no tuning)",
+    )
+    paper.add_argument("--tune-epochs", type=int, default=3, help="epochs per tuning trial")
+    paper.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="base settings of every neural model, e.g. --set loss=bpr-max",
+    )
+    add_force(paper, "results.* files that are not an earlier report")
+    add_event_columns(paper)
+    paper.set_defaults(handler="prnn.cli.experiment:command_experiment_paper")
+    return parser

@@ -1,0 +1,174 @@
+"""``prnn train`` (a model from a click log, saved as one file) and ``prnn models`` (the models
+and their settings)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import textwrap
+import time
+
+from prnn.cli.common import (
+    check_at_least,
+    check_device,
+    parse_feature_specs,
+    parse_where,
+    read_events_from_args,
+    read_feature_sets,
+)
+from prnn.cli.paths import input_file, output_file
+from prnn.config import (
+    build_config,
+    changed_settings,
+    format_setting,
+    parse_overrides,
+    read_config_file,
+    read_preset,
+    setting_docs,
+)
+from prnn.errors import ConfigError
+from prnn.file_kinds import is_prnn_model
+from prnn.model_registry import MODEL_ENTRIES, MODEL_NAMES, model_class
+
+log = logging.getLogger("prnn")
+
+
+def build_model(args: argparse.Namespace):
+    """The model named by --model, configured by --preset, then --config, then --set."""
+    cls = model_class(args.model)
+    settings: dict = {}
+    sources = []
+    if args.preset:
+        settings.update(read_preset(args.preset))
+        sources.append(f"preset {args.preset}")
+    if args.config:
+        settings.update(read_config_file(args.config))
+        sources.append(args.config)
+    if args.set:
+        settings.update(parse_overrides(args.set))
+        sources.append("--set")
+    config = build_config(
+        cls.config_class, settings, " + ".join(sources) or "defaults", f"model {args.model}"
+    )
+    return cls(config)
+
+
+def settings_line(model, verbose: bool = False) -> str:
+    """``model NAME: key=value, ...``: the settings that differ from the defaults (every
+    setting with ``verbose``)."""
+    if verbose:
+        shown = {f.name: getattr(model.config, f.name) for f in dataclasses.fields(model.config)}
+        tail = ""
+    else:
+        shown = changed_settings(model.config)
+        tail = " (the rest at their defaults; -v lists all)"
+    if not shown:
+        return f"model {model.name}: default settings"
+    listing = ", ".join(f"{key}={format_setting(value)}" for key, value in shown.items())
+    return f"model {model.name}: {listing}{tail}"
+
+
+def check_training_flags(args: argparse.Namespace) -> None:
+    """The training flags apply to ``--model`` and have valid values; their input files exist.
+    Imports no model: the registry says what each model takes."""
+    entry = MODEL_ENTRIES[args.model]
+    if entry.uses_features:
+        parse_feature_specs(args.features)
+    elif args.features:
+        raise ConfigError(
+            f"--features only apply to models that read item features; {args.model} does not"
+        )
+    asked = [
+        flag
+        for flag, given in (
+            ("--valid", args.valid is not None),
+            ("--patience", args.patience is not None),
+            ("--device", args.device is not None),
+            ("--compile" if args.compile else "--no-compile", args.compile is not None),
+        )
+        if given
+    ]
+    if asked and not entry.trains_by_epochs:
+        raise ConfigError(
+            f"{', '.join(asked)} only apply to models trained by epochs; {args.model} is not"
+        )
+    check_at_least(args.patience, "--patience", 0)
+    if args.valid is not None:
+        input_file(args.valid, "--valid", "event file")
+
+
+def training_options(args: argparse.Namespace, model) -> dict:
+    """The fit options of the flags: --features for models that read item features; --valid,
+    --patience, --device and --compile / --no-compile for models trained by epochs."""
+    check_training_flags(args)
+    options: dict = {}
+    if model.uses_features:
+        options["features"] = read_feature_sets(args.features)
+    if not model.trains_by_epochs:
+        return options
+    options.update(
+        device=args.device or "cpu", patience=args.patience or 0, valid_metric=args.valid_metric
+    )
+    if args.compile is not None:  # otherwise the library's default: compiled where it pays
+        options["compile"] = args.compile
+    if args.valid:
+        from prnn.evaluation import validation
+
+        options["valid"] = validation(read_events_from_args(args.valid, args, "--valid"))
+    return options
+
+
+def command_train(args: argparse.Namespace) -> int:
+    # everything that can be checked without reading data or building the model, first
+    out = output_file(
+        args.out, "--out", previous=is_prnn_model, what="a prnn model", force=args.force
+    )
+    parse_where(args)
+    input_file(args.train, "", "event file")
+    check_training_flags(args)
+    model = build_model(args)
+    check_device(args.device)
+    log.info(settings_line(model, args.verbose))
+    events = read_events_from_args(args.train, args)
+    options = training_options(args, model)
+    started = time.perf_counter()
+    model.fit(events, progress=not args.quiet, **options)
+    seconds = time.perf_counter() - started
+    model.save(out)
+    print(f"trained {model.name} on {events.n_events} events in {seconds:.1f} s; saved {out}")
+    return 0
+
+
+def model_settings_table(name: str) -> str:
+    """Every setting of model ``name``: its type, default and meaning."""
+    config_class = model_class(name).config_class
+    docs = setting_docs(config_class)
+    defaults = config_class()
+    fields = dataclasses.fields(config_class)
+    if not fields:
+        return f"{name}: {MODEL_ENTRIES[name].summary}\n\nno settings"
+    lines = [
+        f"{name}: {MODEL_ENTRIES[name].summary}",
+        "",
+        f"settings (prnn train --model {name} --set KEY=VALUE), with their defaults:",
+    ]
+    for field in fields:
+        lines.append(f"  {field.name} = {format_setting(getattr(defaults, field.name))}")
+        meaning = docs.get(field.name, "").replace("``", "")
+        if meaning:
+            lines += textwrap.wrap(
+                meaning, width=92, initial_indent=" " * 6, subsequent_indent=" " * 6
+            )
+    return "\n".join(lines)
+
+
+def command_models(args: argparse.Namespace) -> int:
+    if args.model is None:
+        width = max(map(len, MODEL_NAMES))
+        for name, entry in MODEL_ENTRIES.items():
+            print(f"{name:<{width}}  {entry.summary}")
+        print("\nprnn models MODEL lists a model's settings.")
+        return 0
+    print(model_settings_table(args.model))
+    return 0

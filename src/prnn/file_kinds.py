@@ -1,0 +1,71 @@
+"""prnn's own files, recognised from their first bytes: what a command may replace without
+destroying a file prnn did not write, and how a damaged model file is told from a foreign one.
+Reads at most a small header (or a JSON report) and imports nothing heavy."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+from pathlib import Path
+
+#: the marker prnn writes into every model file's safetensors metadata (``prnn.persistence``)
+MODEL_FORMAT_NAME = "prnn-model"
+#: a safetensors header larger than this is not one prnn wrote (its headers are kilobytes)
+_MAX_HEADER_BYTES = 100_000_000
+
+def _read_json(path: Path) -> object:
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read(50_000_000))
+    except (OSError, ValueError):
+        return None
+
+
+def is_prnn_model(path: Path) -> bool:
+    """A safetensors file whose metadata carries prnn's format marker."""
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > _MAX_HEADER_BYTES:
+                return False
+            header = json.loads(handle.read(length))
+    except (OSError, ValueError, struct.error):
+        return False
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return isinstance(metadata, dict) and metadata.get("format") == MODEL_FORMAT_NAME
+
+
+def is_feature_file(path: Path) -> bool:
+    """A ``.npz`` of item feature rows (``item_id`` beside ``emb`` or CSR arrays)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return "item_id.npy" in names and ("emb.npy" in names or "indptr.npy" in names)
+
+
+def is_evaluation_json(path: Path) -> bool:
+    """Metrics written by ``prnn evaluate --json``."""
+    data = _read_json(path)
+    return isinstance(data, dict) and {"model", "n_events", "cutoffs"} <= data.keys()
+
+
+def is_split_report(path: Path) -> bool:
+    """``split.json`` written by ``prnn split``."""
+    data = _read_json(path)
+    return isinstance(data, dict) and {"train_events", "test_events", "split_by"} <= data.keys()
+
+
+def is_experiment_report(path: Path) -> bool:
+    """``results.json`` written by ``prnn experiment paper`` (a row per method) or ``prnn
+    experiment baselines`` (metrics per model)."""
+    data = _read_json(path)
+    if isinstance(data, list):
+        return bool(data) and all(isinstance(row, dict) and "method" in row for row in data)
+    if isinstance(data, dict):
+        return bool(data) and all(
+            isinstance(row, dict) and "n_events" in row for row in data.values()
+        )
+    return False

@@ -521,3 +521,26 @@ def test_early_stopping_restores_the_best_epochs_weights(monkeypatch):
     )
     for name, tensor in final.items():
         assert torch.equal(tensor, snapshots[1][name]), name
+
+
+@pytest.mark.slow
+def test_experiment_paper_at_its_defaults_shows_the_papers_shape(tmp_path):
+    """The README's main job: on the bundled sample, at its defaults, the best p-RNN above ID
+    only on MRR@20 and feature only below it (measured on split seeds 0-4: the best p-RNN 1.4% to
+    12.3% above ID only, on seed 0 (this test's) 1.6%; feature only 8-20% below; docs/prnn.md).
+    Seed 0's p-RNN margin is small, and another CPU's rounding may move it, so this checks it
+    within 3%, where a broken p-RNN (5-40% below in the failures seen) falls short."""
+    import json
+
+    from prnn.cli import main
+
+    assert main(["--quiet", "experiment", "paper", "--out-dir", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = {row["method"]: row for row in results}
+    id_only = next(
+        r["mrr@20"] for r in results if r["method"] == "ID only" and r["hidden"] == "100"
+    )
+    best_prnn = max(row["mrr@20"] for label, row in rows.items() if label.startswith("p-RNN"))
+    assert best_prnn >= 0.97 * id_only
+    assert rows["feature only"]["mrr@20"] < id_only
+    assert rows["p-RNN (residual)"]["settings"]["batch_size"] == 32  # the documented defaults

@@ -40,6 +40,19 @@ SEARCH_SPACE = {
 }
 
 
+#: The base settings of every neural method of ``prnn experiment paper`` (``--set`` overrides
+#: them): those at which the p-RNN defaults were chosen on the whole amazon_toys_mm dataset
+#: (``benchmarks/prnn_defaults.py``, docs/prnn.md), not tuned on the bundled sample.
+PAPER_BASE_SETTINGS = {
+    "loss": "cross-entropy",
+    "batch_size": 32,
+    "learning_rate": 0.1,
+    "momentum": 0.2,
+    "dropout_p_hidden": 0.3,
+    "logq": 1.0,
+}
+
+
 @dataclass(frozen=True)
 class Method:
     label: str

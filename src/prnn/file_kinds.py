@@ -14,6 +14,7 @@ MODEL_FORMAT_NAME = "prnn-model"
 #: a safetensors header larger than this is not one prnn wrote (its headers are kilobytes)
 _MAX_HEADER_BYTES = 100_000_000
 
+
 def _read_json(path: Path) -> object:
     try:
         with open(path, "rb") as handle:

@@ -47,7 +47,7 @@ def command_experiment_paper(args: argparse.Namespace) -> int:
     if args.events is not None:
         input_file(args.events, "--events", "event file")
     from prnn.data import read_events, split_by_time, split_sessions_randomly
-    from prnn.experiment import run_paper_experiment, write_report
+    from prnn.experiment import PAPER_BASE_SETTINGS, run_paper_experiment, write_report
     from prnn.models import MODELS
 
     bundled = args.events is None
@@ -79,8 +79,9 @@ def command_experiment_paper(args: argparse.Namespace) -> int:
         log.info(line)
     base = build_config(
         MODELS["prnn"].config_class,
-        {"n_epochs": args.epochs, **parse_overrides(args.set)},
+        {**PAPER_BASE_SETTINGS, "n_epochs": args.epochs, **parse_overrides(args.set)},
         "--set",
+        "the neural models",
     )
     base_settings = {k: getattr(base, k) for k in base.__dataclass_fields__}
     for key in ("layers", "feature_layers", "training"):
@@ -103,7 +104,11 @@ def command_experiment_paper(args: argparse.Namespace) -> int:
         f"{report.test_events} events in {report.test_sessions} sessions "
         f"({report.dropped_test_events_unseen_items} test events on unseen items removed)",
         "all items ranked, conservative ties, Recall@20 and MRR@20 over every evaluated event",
-        f"{args.epochs} epochs per neural model; tuning: "
+        f"{args.epochs} epochs per neural model, base settings "
+        + ", ".join(
+            f"{k}={v}" for k, v in {**PAPER_BASE_SETTINGS, **parse_overrides(args.set)}.items()
+        )
+        + "; tuning: "
         + (
             f"{args.trials} settings per neural method, {args.tune_epochs} epochs each, chosen "
             "by MRR@20 on 10% of the training sequences"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 from prnn.errors import ConfigError
@@ -127,9 +127,3 @@ def input_path(path: str | os.PathLike, flag: str, what: str) -> Path:
     if not os.access(path, os.R_OK):
         raise ConfigError(f"{where}: cannot read this {what} (permission denied)")
     return path
-
-
-def input_files(paths: Mapping[str, str], flag: str, what: str) -> None:
-    """Each of ``paths`` (name -> path, e.g. the feature sets of ``--features``) readable."""
-    for path in paths.values():
-        input_file(path, flag, what)

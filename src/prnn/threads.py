@@ -51,8 +51,9 @@ from prnn.errors import ConfigError
 ENV_VAR = "PRNN_THREADS"
 #: Variables by which a user sets OpenMP's/MKL's thread count; PyTorch reads them at start-up.
 USER_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-#: Workloads the policy knows: the recurrent training step, and work that parallelises well.
-WORKLOADS = ("train", "evaluate", "knn", "features")
+#: Workloads the policy knows: the recurrent training step, work that parallelises well, and
+#: the service's per-request scoring.
+WORKLOADS = ("train", "evaluate", "knn", "features", "serve")
 #: Multiply-adds per step that pay for one more thread (calibrated: see the module doc).
 WORK_PER_EXTRA_THREAD = 1.0e8
 #: Cores the recurrent training step leaves to the rest of the machine (see threads_for).
@@ -281,6 +282,10 @@ def _policy(workload: str, work_per_step: float | None) -> tuple[int, str]:
         )
     if workload == "train":
         return 1, "policy: train, no work estimate: 1 thread for the recurrent step"
+    if workload == "serve":
+        # a request is one small step and one scoring pass: its products are too short to
+        # split, and the other cores serve the event loop and concurrent requests
+        return 1, "policy: serve, 1 thread per request, the other cores for concurrent requests"
     return limit, f"policy: {workload} parallelises well, {cores} usable core(s)"
 
 

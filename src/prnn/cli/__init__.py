@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from prnn.cli.common import example_events_path
+from prnn.bundled import example_events_path
 from prnn.cli.parser import build_parser
 from prnn.errors import PrnnError
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-from importlib import resources
 from pathlib import Path
 
 from prnn.cli.paths import input_file
@@ -14,18 +13,6 @@ from prnn.config import parse_overrides
 from prnn.errors import ConfigError
 
 log = logging.getLogger("prnn")
-
-EXAMPLE_EVENTS = "rsc15_sample.csv.gz"
-
-
-def example_events_path() -> Path:
-    """The click log bundled with the package (a sample of YooChoose RSC15 sessions)."""
-    return Path(str(resources.files("prnn") / "example_data" / EXAMPLE_EVENTS))
-
-
-def example_toys_folder() -> Path:
-    """The bundled Amazon Toys sample: user histories, item images' CLIP vectors."""
-    return example_events_path().parent / "toys_sample"
 
 
 def check_at_least(value: int | None, flag: str, minimum: int = 1) -> None:

@@ -9,9 +9,8 @@ import logging
 import time
 
 from prnn.atomic import atomic_write_bytes
+from prnn.bundled import example_events_path, example_toys_folder
 from prnn.cli.common import (
-    example_events_path,
-    example_toys_folder,
     parse_cutoffs,
     parse_feature_specs,
     parse_where,

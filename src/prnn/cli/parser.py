@@ -317,6 +317,52 @@ def build_parser() -> argparse.ArgumentParser:
     add_force(image, "a file that is not a prnn feature file")
     image.set_defaults(handler="prnn.cli.features:command_features_image")
 
+    serve = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="serve a model over HTTP: live sessions, one model step per click, a demo page",
+        description="Start an HTTP service (FastAPI on uvicorn) for a saved model: POST a click "
+        "to /v1/sessions/ID/events and get the next top-k; /v1/recommend for a session given "
+        "by its clicks; /docs for the API; / for a demo page. Without MODEL: a p-RNN with image "
+        "features on the bundled Amazon Toys sample (trained on first use, about 10 s).",
+    )
+    serve.add_argument("model", nargs="?", help="saved model file (default: the example model)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    serve.add_argument(
+        "--max-sessions",
+        type=int,
+        default=100_000,
+        help="live sessions kept; the least recently used is evicted (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--session-ttl",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="a live session idle this long is dropped (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-session-length",
+        type=int,
+        default=1000,
+        help="clicks one live session may have (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1_000_000,
+        help="larger request bodies are refused with 413 (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--admin-token",
+        help="token for POST /v1/admin/reload (default: none, reload from loopback only); "
+        "SIGHUP reloads the model file too",
+    )
+    serve.add_argument("--items", help="item table with item_id and title, for the demo page")
+    serve.add_argument("--images", help="zip or folder of <item id>.jpg photos, for the demo page")
+    serve.set_defaults(handler="prnn.cli.serve:command_serve")
+
     models = commands.add_parser(
         "models",
         parents=[common],

@@ -4,9 +4,17 @@ same-session concurrency, hot reload, every model kind."""
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
 import threading
+import time
 import warnings
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -334,3 +342,108 @@ def test_every_model_kind_is_served(model_files, name):
         answer = client.post(f"/v1/sessions/{name}/events", json={"item_id": item, "k": 5})
         assert answer.status_code == 200 and len(answer.json()["items"]) == 5
     assert client.get("/v1/model").json()["model"] == name
+
+
+# ---- the command and the demo page in a browser --------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(model_files):
+    """``prnn serve`` as a user starts it: a process on a loopback port, with the bundled
+    sample's titles and photos for the demo page."""
+    folder = example_toys_folder()
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prnn.cli",
+            "-q",
+            "serve",
+            str(model_files["prnn"]),
+            "--port",
+            str(port),
+            "--items",
+            str(folder / "items.csv.gz"),
+            "--images",
+            str(folder / "photos.zip"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(process.stdout.read().decode())
+        time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def test_prnn_serve_answers_over_http(served):
+    with httpx.Client(base_url=served) as http:
+        assert http.get("/health").json()["model"] == "prnn"
+        item = http.get("/v1/catalogue?limit=1").json()["items"][0]
+        assert item["title"] and item["image"]
+        assert http.get(item["image"]).headers["content-type"] == "image/jpeg"
+        answer = http.post("/v1/sessions/cli/events", json={"item_id": item["item_id"]}).json()
+        assert len(answer["items"]) == 20 and http.get("/v1/status").json()["intra_op_threads"] == 1
+
+
+def test_serve_flags_are_checked_before_starting(capsys):
+    from prnn.cli import main
+
+    assert main(["serve", "--port", "70000"]) == 2
+    assert "--port must be between 0 and 65535; got 70000" in capsys.readouterr().err
+    assert main(["serve", "nope.prnn"]) == 2
+    assert "nope.prnn: no such model file" in capsys.readouterr().err
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "demo.png"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_demo_page_in_headless_chromium(served, tmp_path):
+    """A person's visit: the catalogue shows, three clicks, and the list changes each time."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        page.goto(served)
+        page.wait_for_selector("#catalogue .item")
+        assert "model: prnn, 1997 items, features: image" in page.inner_text("#model")
+        lists = []
+        for n in range(3):
+            page.locator("#catalogue .item").nth(n * 7).click()
+            page.wait_for_function(f"document.getElementById('clicks').children.length === {n + 1}")
+            page.wait_for_selector("#recs .item")
+            lists.append(
+                [
+                    page.locator("#recs .item").nth(i).get_attribute("data-item-id")
+                    for i in range(12)
+                ]
+            )
+        assert lists[0] != lists[1] != lists[2]
+        assert "server" in page.inner_text("#latency") and " ms" in page.inner_text("#latency")
+        page.screenshot(path=str(tmp_path / "demo.png"))
+        if os.environ.get("PRNN_UPDATE_SCREENSHOT"):
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT))
+        browser.close()
+    assert (tmp_path / "demo.png").read_bytes()[:4] == b"\x89PNG"

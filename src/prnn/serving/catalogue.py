@@ -3,6 +3,7 @@ folder of images named by item id. Both optional: without them items show as the
 
 from __future__ import annotations
 
+import html
 import zipfile
 from pathlib import Path
 
@@ -37,7 +38,7 @@ class Catalogue:
             for item, title in zip(
                 table["item_id"].cast(pl.Utf8).to_list(), table["title"].to_list()
             ):
-                titles[item] = title or ""
+                titles[item] = html.unescape(title or "")  # the source has "&amp;"
         return cls(titles, Path(images_path) if images_path else None)
 
     def has_image(self, item_id: object) -> bool:

@@ -447,3 +447,35 @@ def test_demo_page_in_headless_chromium(served, tmp_path):
             page.screenshot(path=str(SCREENSHOT))
         browser.close()
     assert (tmp_path / "demo.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_prnn_serve_without_a_model_serves_the_example(tmp_path):
+    """The README's one command: the example p-RNN is trained on first use into the cache and
+    served with the bundled sample's titles and photos."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prnn.cli", "-q", "serve", "--port", str(port)],
+        env={**os.environ, "PRNN_CACHE": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            time.sleep(0.5)
+        info = httpx.get(f"{url}/v1/model").json()
+        assert (info["model"], info["n_items"], info["feature_sets"]) == ("prnn", 1997, ["image"])
+        item = httpx.get(f"{url}/v1/catalogue?limit=1").json()["items"][0]
+        assert item["title"] != item["item_id"] and item["image"]
+        assert list(tmp_path.glob("example-prnn-image-*.prnn"))
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -1,5 +1,5 @@
-"""What several commands share: the bundled example data, flag values checked before any work,
-reading the event log and the feature sets a command was given."""
+"""What several commands share: flag values checked before any work, reading the event log and
+the feature sets a command was given."""
 
 from __future__ import annotations
 

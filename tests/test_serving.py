@@ -235,16 +235,89 @@ def test_no_raw_body_makes_a_5xx(client, url, raw):
 def test_store_evicts_least_recently_used_and_expires_idle_sessions():
     now = [0.0]
     store = SessionStore(max_sessions=2, ttl_seconds=10, clock=lambda: now[0])
-    store.get_or_create("a", lambda: (None, None))
-    store.get_or_create("b", lambda: (None, None))
-    store.get_or_create("a", lambda: (None, None))  # a is now the most recent
-    store.get_or_create("c", lambda: (None, None))  # evicts b
-    assert store.get("b") is None and store.get("a") is not None
+    a = store.get_or_create("a")
+    b = store.get_or_create("b")
+    assert store.get_or_create("a") is a  # a is now the most recent
+    c = store.get_or_create("c")  # evicts b, and takes its lane
+    assert store.get("b") is None and store.get("a") is a
+    assert not b.alive and c.lane == b.lane and store.n_lanes == 2
     now[0] = 30.0
-    assert store.get("a") is None
+    assert store.get("a") is None and not a.alive and not c.alive
     status = store.status()
     assert status["evicted_least_recently_used"] == 1 and status["expired_idle"] == 2
     assert status["live_sessions"] == 0
+
+
+def test_a_reused_lane_starts_empty(model_files):
+    """A session evicted from the full store leaves its lane to the next session, which must
+    not inherit its state."""
+    client = TestClient(create_app(model_files["prnn"], ServeOptions(max_sessions=1)))
+    first, second = item_ids(client, 2)
+    client.post("/v1/sessions/old/events", json={"item_id": first, "k": 5})
+    answer = client.post("/v1/sessions/new/events", json={"item_id": second, "k": 5}).json()
+    assert client.get("/v1/sessions/old").status_code == 404
+    fresh = client.post("/v1/recommend", json={"items": [second], "k": 5}).json()
+    assert [r["item_id"] for r in answer["items"]] == [r["item_id"] for r in fresh["items"]]
+
+
+def _held(engine):
+    """Hold the click engine's thread until the returned event is set (clicks queue up)."""
+    release, holding = threading.Event(), threading.Event()
+
+    def hold(_engine):
+        holding.set()
+        release.wait(10)
+
+    engine.call(hold)
+    holding.wait(10)
+    return release
+
+
+def test_clicks_that_arrive_together_are_answered_in_one_batch(model_files):
+    """Clicks queued while the engine is busy go through one batched step and one scoring
+    pass (with a second click of one session in a later round), and each answer is what the
+    session alone would get."""
+    app = create_app(model_files["prnn"], ServeOptions())
+    client, engine = TestClient(app), app.state.engine
+    items = item_ids(client, 6)
+    clicks = [(f"s{n}", items[n]) for n in range(5)] + [("s0", items[5])]
+    steps = []
+    original = ServedModel.advance
+
+    def counting(self, state, lanes, items_):
+        steps.append(len(items_))
+        return original(self, state, lanes, items_)
+
+    batches = engine.batches
+    release = _held(engine)
+    answers = [None] * len(clicks)
+
+    def click(n, session, item):
+        answers[n] = client.post(f"/v1/sessions/{session}/events", json={"item_id": item, "k": 5})
+
+    threads = [threading.Thread(target=click, args=(n, *c)) for n, c in enumerate(clicks)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ServedModel, "advance", counting)
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while engine._queue.qsize() < len(clicks) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        for thread in threads:
+            thread.join()
+    assert engine.batches == batches + 1  # all six clicks together
+    assert steps == [5, 1]  # five sessions in one step, then s0's second click
+    assert client.get("/v1/sessions/s0").json()["clicks"] == [items[0], items[5]]
+    for (session, _), answer in zip(clicks, answers):
+        assert answer.status_code == 200, answer.text
+        answer = answer.json()
+        so_far = client.get(f"/v1/sessions/{session}").json()["clicks"][: answer["n_clicks"]]
+        alone = client.post("/v1/recommend", json={"items": so_far, "k": 5}).json()
+        assert [r["item_id"] for r in answer["items"]] == [r["item_id"] for r in alone["items"]]
+        np.testing.assert_allclose(
+            [r["score"] for r in answer["items"]], [r["score"] for r in alone["items"]], rtol=1e-5
+        )
 
 
 def test_concurrent_clicks_on_one_session_lose_none(model_files):

@@ -41,10 +41,6 @@ def command_serve(args: argparse.Namespace) -> int:
         model_path = example_model_path(progress=not args.quiet)
         default_items, default_images = example_catalogue()
         items, images = items or default_items, images or default_images
-    choice = resolve_threads(None, "serve")
-    if choice.n is not None:
-        torch.set_num_threads(choice.n)
-    log.info("scoring with %s", choice.describe())
     app = create_app(
         model_path,
         ServeOptions(
@@ -57,6 +53,13 @@ def command_serve(args: argparse.Namespace) -> int:
             images_path=images,
         ),
     )
+
+    # the click engine's thread scores with these: one for a catalogue of thousands of items,
+    # a second core once scoring one session is 1e8 multiply-adds (a million items)
+    choice = resolve_threads(None, "serve", work_per_step=app.state.engine.served.scoring_work())
+    if choice.n is not None:
+        torch.set_num_threads(choice.n)
+    log.info("scoring with %s", choice.describe())
 
     def reload_on_hangup(signum, frame) -> None:  # SIGHUP: reload the model file, off the loop
         threading.Thread(target=app.state.reload, name="prnn-reload", daemon=True).start()

@@ -110,6 +110,11 @@ class SessionRecommender(ABC, Generic[ConfigT, StateT]):
         """Make the given lanes empty sessions again."""
 
     @abstractmethod
+    def add_lanes(self, state: StateT, n_lanes: int) -> None:
+        """Append ``n_lanes`` empty lanes to ``state``, in place (a pool of live sessions
+        grows)."""
+
+    @abstractmethod
     def score(
         self, state: StateT, lanes: np.ndarray, candidates: np.ndarray | None = None
     ) -> torch.Tensor:
@@ -192,6 +197,9 @@ class HistoryModel(SessionRecommender[ConfigT, SessionHistories]):
 
     def reset(self, state: SessionHistories, lanes: np.ndarray) -> None:
         state.clear(np.asarray(lanes))
+
+    def add_lanes(self, state: SessionHistories, n_lanes: int) -> None:
+        state.items.extend([] for _ in range(n_lanes))
 
 
 def select_candidates(scores: torch.Tensor, candidates: np.ndarray | None) -> torch.Tensor:

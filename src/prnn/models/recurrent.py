@@ -142,6 +142,11 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
         for layer_state in state.hidden:
             layer_state.index_fill_(0, lanes_t, 0.0)
 
+    def add_lanes(self, state: GRUState, n_lanes: int) -> None:
+        state.hidden = [
+            torch.cat([h, h.new_zeros(n_lanes, h.shape[1])]) for h in state.hidden
+        ]
+
     def score(
         self, state: GRUState, lanes: np.ndarray, candidates: np.ndarray | None = None
     ) -> torch.Tensor:

@@ -283,6 +283,13 @@ class Network(nn.Module):
             for subnet in self.subnets
         )
 
+    def scoring_work(self) -> float:
+        """Multiply-adds of scoring one session against every item (the serving thread
+        policy's input): each active subnet's output block."""
+        return float(
+            sum(s.output_weight.numel() for s in self.subnets if s.name in self.active)
+        )
+
     def initial_hidden(self, n_lanes: int) -> list[torch.Tensor]:
         device = self.output_bias.device
         return [torch.zeros(n_lanes, h, device=device) for s in self.subnets for h in s.layer_sizes]

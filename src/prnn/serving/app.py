@@ -9,6 +9,9 @@ ids are skipped and listed in the answer (``unknown_items``).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import gc
 import ipaddress
 import json
 import logging
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import orjson
 from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from prnn.errors import PrnnError
 from prnn.serving.catalogue import Catalogue
+from prnn.serving.clicks import ClickEngine, ClickJob, SessionEnded, SessionFull
 from prnn.serving.engine import ServedModel
 from prnn.serving.sessions import SessionStore
 
@@ -157,6 +162,12 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+def json_response(content: dict) -> Response:
+    """``content`` as JSON, written by orjson: the click answer's list of scores is the
+    service's hottest output, and FastAPI's own encoder walks it in Python."""
+    return Response(orjson.dumps(content), media_type="application/json")
+
+
 def _error_text(errors: list) -> str:
     parts = []
     for error in errors[:5]:
@@ -171,6 +182,7 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None) -> F
     options = options or ServeOptions()
     served = {"model": ServedModel.load(model_path), "path": Path(model_path)}
     store = SessionStore(options.max_sessions, options.session_ttl_seconds)
+    engine = ClickEngine(served["model"], max_session_length=options.max_session_length)
     catalogue = Catalogue.load(options.items_path, options.images_path)
     reload_lock = threading.Lock()
     counters = {"requests": 0, "reloads": 0}
@@ -181,6 +193,7 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None) -> F
         version=served["model"].info()["prnn_version"],
     )
     app.state.store = store
+    app.state.engine = engine
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError):
@@ -204,24 +217,18 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None) -> F
     def model() -> ServedModel:
         return served["model"]
 
-    def known(model_: ServedModel, ids: list | None) -> tuple[np.ndarray, list]:
-        """(indices of the known ids, the unknown ids)."""
-        ids = ids or []
-        indices = model_.indices(ids)
-        unknown = [item for item, index in zip(ids, indices.tolist()) if index < 0]
-        return indices[indices >= 0], unknown
-
     def listing(rows) -> list[dict]:
         return [{"item_id": r.item_id, "score": r.score} for r in rows]
 
     def filters_of(model_: ServedModel, request: Filters, seen: np.ndarray):
-        """(allowed indices or None, excluded indices, unknown filter/exclude ids)."""
+        """(allowed indices or None, excluded indices, unknown filter/exclude ids); ``seen``:
+        the session's items, excluded with ``exclude_seen``."""
         allowed, unknown = None, []
         if request.filter is not None:
-            allowed, unknown_filter = known(model_, request.filter)
+            allowed, unknown_filter = model_.known(request.filter)
             allowed = np.unique(allowed)
             unknown += unknown_filter
-        excluded, unknown_exclude = known(model_, request.exclude)
+        excluded, unknown_exclude = model_.known(request.exclude)
         unknown += unknown_exclude
         if request.exclude_seen:
             excluded = np.concatenate([excluded, seen])
@@ -230,59 +237,48 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None) -> F
     # ---- live sessions ----------------------------------------------------------------------
 
     @app.post("/v1/sessions/{session_id}/events", summary="a click: advance the session, top-k")
-    def click(session_id: SessionId, request: Click):
+    async def click(session_id: SessionId, request: Click):
         started = time.perf_counter()
-        current = model()
-        session = store.get_or_create(session_id, lambda: (current, current.new_state(1)))
-        with session.lock:  # clicks on one session are applied one at a time
-            served_by = session.model
-            index = served_by.indices([request.item_id])
-            unknown = []
-            if index[0] < 0:
-                unknown.append(request.item_id)
-            else:
-                if len(session.clicks) >= options.max_session_length:
-                    raise HTTPException(
-                        409,
-                        f"session {session_id!r} has reached the limit of "
-                        f"{options.max_session_length} clicks; end it (DELETE) or start another",
-                    )
-                lane = np.zeros(1, dtype=np.int64)
-                served_by.advance(session.state, lane, index)
-                session.clicks.append(request.item_id)
-                session.item_indices.append(int(index[0]))
-            seen = np.asarray(session.item_indices, dtype=np.int64)
-            allowed, excluded, unknown_filters = filters_of(served_by, request, seen)
-            rows = served_by.top_k(
-                session.state,
-                np.zeros(1, dtype=np.int64),
+        for attempt in range(3):
+            job = ClickJob(
+                store.get_or_create(session_id),
+                request.item_id,
                 request.k,
-                exclude=[excluded],
-                allowed=allowed,
-            )[0]
-            n_clicks = len(session.clicks)
+                request.filter,
+                request.exclude,
+                request.exclude_seen,
+                concurrent.futures.Future(),
+            )
+            try:
+                answer = await asyncio.wrap_future(engine.submit(job))
+                break
+            except SessionEnded:
+                # ended (DELETE, or a reload that dropped sessions) while the click waited:
+                # the click starts the session anew, as it would have a moment later
+                if attempt == 2:
+                    raise HTTPException(409, f"session {session_id!r} keeps ending") from None
+            except SessionFull as error:
+                raise HTTPException(409, str(error)) from None
         counters["requests"] += 1
-        return {
-            "session_id": session_id,
-            "items": listing(rows),
-            "unknown_items": unknown + unknown_filters,
-            "n_clicks": n_clicks,
-            "model": served_by.model.name,
-            "took_ms": round(1000 * (time.perf_counter() - started), 3),
-        }
+        return json_response(
+            {
+                "session_id": session_id,
+                **answer,
+                "took_ms": round(1000 * (time.perf_counter() - started), 3),
+            }
+        )
 
     @app.get("/v1/sessions/{session_id}", summary="a live session's clicks so far")
-    def get_session(session_id: SessionId):
+    async def get_session(session_id: SessionId):
         session = store.get(session_id)
         if session is None:
             raise HTTPException(
                 404, f"no live session {session_id!r} (never started, ended or expired)"
             )
-        with session.lock:
-            return {"session_id": session_id, "clicks": list(session.clicks)}
+        return {"session_id": session_id, "clicks": list(session.clicks)}
 
     @app.delete("/v1/sessions/{session_id}", summary="end a live session")
-    def end_session(session_id: SessionId):
+    async def end_session(session_id: SessionId):
         if not store.delete(session_id):
             raise HTTPException(404, f"no live session {session_id!r}")
         return {"session_id": session_id, "ended": True}
@@ -293,7 +289,7 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None) -> F
         current = model()
         known_sessions, unknowns, excludes, alloweds = [], [], [], []
         for request in sessions:
-            indices, unknown = known(current, request.items)
+            indices, unknown = current.known(request.items)
             allowed, excluded, unknown_filters = filters_of(current, request, indices)
             known_sessions.append(indices)
             unknowns.append(unknown + unknown_filters)
@@ -358,6 +354,8 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None) -> F
             "requests": counters["requests"],
             "reloads": counters["reloads"],
             "intra_op_threads": torch.get_num_threads(),
+            "click_batches": engine.batches,
+            "mean_clicks_per_batch": round(engine.mean_batch, 3),
         }
 
     # ---- hot reload -------------------------------------------------------------------------
@@ -376,18 +374,16 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None) -> F
         with reload_lock:
             new = ServedModel.load(path)
             old = served["model"]
-            carried = dropped = 0
-            for session in store.sessions():
-                with session.lock:
-                    if keep_sessions:
-                        indices = new.indices(session.clicks)
-                        session.state = new.replay([int(i) for i in indices if i >= 0])
-                        session.item_indices = [int(i) for i in indices if i >= 0]
-                        session.clicks = [c for c, i in zip(session.clicks, indices) if i >= 0]
-                        session.model = new
-                        carried += 1
-            if not keep_sessions:
-                dropped = store.clear()
+
+            def swap(engine: ClickEngine) -> tuple[int, int]:
+                # in the engine's thread: the clicks queued before are answered by the old
+                # model, those after by the new one
+                dropped = 0 if keep_sessions else store.clear()
+                live = store.sessions()
+                engine.swap(new, live, store.n_lanes)
+                return len(live), dropped
+
+            carried, dropped = engine.call(swap).result()
             served["model"], served["path"] = new, path
             counters["reloads"] += 1
             log.info("reloaded %s (%s)", path, new.model.name)
@@ -447,4 +443,8 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None) -> F
 
     if options.max_body_bytes:
         app.add_middleware(BodyLimit, max_bytes=options.max_body_bytes)
+    # the libraries and the model loaded by now live as long as the process: out of the
+    # collector's full passes with them, which otherwise walk their ~300k objects and stop
+    # every thread for ~120 ms a few times a minute under load
+    gc.freeze()
     return app

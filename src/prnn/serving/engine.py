@@ -71,6 +71,13 @@ class ServedModel:
             return np.zeros(0, dtype=np.int64)
         return self.vocabulary.index(np.array(item_ids, dtype=object))
 
+    def known(self, item_ids: list | None) -> tuple[np.ndarray, list]:
+        """(indices of the known ids, the unknown ids), in the order given."""
+        item_ids = item_ids or []
+        indices = self.indices(item_ids)
+        unknown = [item for item, index in zip(item_ids, indices.tolist()) if index < 0]
+        return indices[indices >= 0], unknown
+
     def item_id(self, index: int) -> object:
         return self._ids[index]
 
@@ -83,14 +90,21 @@ class ServedModel:
         with torch.inference_mode():
             self.model.advance(state, lanes, items)
 
-    def replay(self, item_indices: list[int]):
-        """A fresh one-lane state advanced through ``item_indices`` (used once per session when a
-        new model is swapped in)."""
-        state = self.new_state(1)
-        lane = np.zeros(1, dtype=np.int64)
-        for index in item_indices:
-            self.advance(state, lane, np.array([index], dtype=np.int64))
-        return state
+    def advance_sequences(self, state, lanes: np.ndarray, sequences: list) -> None:
+        """Advance each of ``lanes`` through its sequence of item indices, the lanes side by
+        side: one batched step per position (a batch of stateless sessions, or the live
+        sessions replayed on a model swapped in)."""
+        longest = max((len(s) for s in sequences), default=0)
+        for position in range(longest):
+            rows = [b for b in range(len(sequences)) if len(sequences[b]) > position]
+            items = np.array([sequences[b][position] for b in rows], dtype=np.int64)
+            self.advance(state, lanes[rows], items)
+
+    def scoring_work(self) -> float | None:
+        """Multiply-adds of scoring one session against all items (None: not a matrix
+        product; the neighbourhood models)."""
+        network = getattr(self.model, "network", None)
+        return network.scoring_work() if hasattr(network, "scoring_work") else None
 
     def top_k(
         self,
@@ -130,14 +144,10 @@ class ServedModel:
     ) -> list[list[Recommendation]]:
         """Item-to-session recommendations for many sessions at once (known item indices each):
         the sessions advance side by side, one batched step per position."""
-        n = len(sessions)
-        state = self.new_state(n)
-        longest = max((len(s) for s in sessions), default=0)
-        for position in range(longest):
-            lanes = np.array([b for b in range(n) if len(sessions[b]) > position], dtype=np.int64)
-            items = np.array([sessions[b][position] for b in lanes], dtype=np.int64)
-            self.advance(state, lanes, items)
-        return self.top_k(state, np.arange(n, dtype=np.int64), k, exclude=exclude, allowed=allowed)
+        lanes = np.arange(len(sessions), dtype=np.int64)
+        state = self.new_state(len(sessions))
+        self.advance_sequences(state, lanes, sessions)
+        return self.top_k(state, lanes, k, exclude=exclude, allowed=allowed)
 
     # ---- description ------------------------------------------------------------------------
 

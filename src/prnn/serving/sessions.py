@@ -1,11 +1,12 @@
-"""Live sessions: each one's clicks and recurrent state, in a bounded store.
+"""Live sessions: each one's clicks and its lane in the served model's state, in a bounded store.
 
-A session's state is advanced by one model step per click and never replayed (but once, when a
-new model is swapped in: ``SessionStore.replace_model``). Each session has its own lock, so
-that concurrent clicks on one session are applied one after the other and none is lost; the
-store's lock guards only the table, so requests for different sessions do not wait for each
-other's scoring. The store is bounded: at most ``max_sessions`` (the least recently used one is
-evicted to make room), each dropped after ``ttl_seconds`` without a click.
+The served model keeps one state of many lanes (as in session-parallel training); each live
+session owns one lane, which its clicks advance by one model step each, never replayed (but
+once, when a new model is swapped in). The state itself is only touched by the click engine's
+thread (``prnn.serving.clicks``); this store hands out lanes and bounds the table: at most
+``max_sessions`` (the least recently used one is evicted to make room), each dropped after
+``ttl_seconds`` without a click. A dropped session's lane goes back to the free list; it is
+reset by the engine when its next owner's first click is applied.
 """
 
 from __future__ import annotations
@@ -15,29 +16,29 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 
-@dataclass
+@dataclass(eq=False)
 class LiveSession:
     """One browsing session in progress.
 
     Attributes:
         session_id: the client's name for it.
-        model: the model its ``state`` belongs to (the served one when it was last advanced).
-        state: the model's state of one lane, advanced by each known click.
+        lane: its lane in the served model's state.
         clicks: the known item ids clicked so far, in order.
-        item_indices: their vocabulary indices (for ``exclude_seen``).
+        item_indices: their vocabulary indices (for ``exclude_seen`` and model swaps).
         last_used: ``time.monotonic()`` of the last request.
+        alive: False once ended, evicted or expired (its lane may then belong to another).
+        started: whether the engine has reset its lane (done before its first click).
     """
 
     session_id: str
-    model: Any
-    state: Any
+    lane: int
     clicks: list = field(default_factory=list)
     item_indices: list[int] = field(default_factory=list)
     last_used: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    alive: bool = True
+    started: bool = False
 
 
 class SessionStore:
@@ -53,6 +54,8 @@ class SessionStore:
         self.ttl_seconds = ttl_seconds
         self._clock = clock
         self._sessions: OrderedDict[str, LiveSession] = OrderedDict()
+        self._free_lanes: list[int] = []
+        self._n_lanes = 0
         self._lock = threading.Lock()
         self.evicted_lru = 0
         self.expired = 0
@@ -61,28 +64,35 @@ class SessionStore:
         with self._lock:
             return len(self._sessions)
 
+    def _drop(self, session: LiveSession) -> None:
+        session.alive = False
+        self._free_lanes.append(session.lane)
+
     def _expire(self, now: float) -> None:
         """Drop sessions idle longer than the time-to-live (the oldest are first)."""
         while self._sessions:
             oldest = next(iter(self._sessions.values()))
             if now - oldest.last_used <= self.ttl_seconds:
                 break
-            self._sessions.popitem(last=False)
+            self._drop(self._sessions.popitem(last=False)[1])
             self.expired += 1
 
-    def get_or_create(self, session_id: str, create: Callable[[], tuple[Any, Any]]) -> LiveSession:
-        """The live session ``session_id``, created (``create() -> (model, state)``) if absent;
-        marks it used now."""
+    def get_or_create(self, session_id: str) -> LiveSession:
+        """The live session ``session_id``, created with a free lane if absent; marks it used
+        now."""
         now = self._clock()
         with self._lock:
             self._expire(now)
             session = self._sessions.get(session_id)
             if session is None:
                 while len(self._sessions) >= self.max_sessions:
-                    self._sessions.popitem(last=False)
+                    self._drop(self._sessions.popitem(last=False)[1])
                     self.evicted_lru += 1
-                model, state = create()
-                session = LiveSession(session_id, model, state, last_used=now)
+                if self._free_lanes:
+                    lane = self._free_lanes.pop()
+                else:
+                    lane, self._n_lanes = self._n_lanes, self._n_lanes + 1
+                session = LiveSession(session_id, lane, last_used=now)
                 self._sessions[session_id] = session
             else:
                 session.last_used = now
@@ -97,7 +107,10 @@ class SessionStore:
 
     def delete(self, session_id: str) -> bool:
         with self._lock:
-            return self._sessions.pop(session_id, None) is not None
+            session = self._sessions.pop(session_id, None)
+            if session is not None:
+                self._drop(session)
+            return session is not None
 
     def sessions(self) -> list[LiveSession]:
         with self._lock:
@@ -106,8 +119,15 @@ class SessionStore:
     def clear(self) -> int:
         with self._lock:
             count = len(self._sessions)
+            for session in self._sessions.values():
+                self._drop(session)
             self._sessions.clear()
             return count
+
+    @property
+    def n_lanes(self) -> int:
+        """Lanes handed out so far (free or in use): the state must hold this many."""
+        return self._n_lanes
 
     def status(self) -> dict:
         now = self._clock()

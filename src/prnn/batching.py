@@ -156,6 +156,15 @@ class NegativeSampler:
         self._store = samples.clamp_(max=len(self.cdf) - 1).view(self.rows, self.n_sample)
         self._next = 0
 
+    def state(self) -> dict:
+        """Where the draws stand (the store is replaced, never changed, by a refill, so this
+        is a snapshot): for a training checkpoint."""
+        return {"store": self._store, "next": self._next}
+
+    def set_state(self, state: dict) -> None:
+        self._store = state["store"].to(self.device)
+        self._next = int(state["next"])
+
     def draw(self) -> torch.Tensor:
         """(n_sample,) int64 item indices for one mini-batch."""
         if self._next >= len(self._store):

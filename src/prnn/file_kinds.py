@@ -70,3 +70,25 @@ def is_experiment_report(path: Path) -> bool:
             isinstance(row, dict) and "n_events" in row for row in data.values()
         )
     return False
+
+
+#: what a training checkpoint's file name adds to its model file's (``prnn.training.checkpoint``)
+CHECKPOINT_SUFFIX = ".checkpoint"
+
+
+def checkpoint_path(model_path: str | Path) -> Path:
+    """The checkpoint file of the training that writes ``model_path``: beside it."""
+    return Path(str(model_path) + CHECKPOINT_SUFFIX)
+
+
+def is_training_checkpoint(path: Path) -> bool:
+    """A ``torch.save`` archive (a zip holding ``<name>/data.pkl``) under a checkpoint's name:
+    what ``prnn train`` writes beside its model while it trains."""
+    if not str(path).endswith(CHECKPOINT_SUFFIX):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any(name.endswith("/data.pkl") for name in names)

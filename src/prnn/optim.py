@@ -51,6 +51,29 @@ class AdagradMomentum:
             [torch.zeros_like(table) for table in self.tables] if momentum > 0 else []
         )
 
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The optimiser's buffers by name (a training checkpoint holds them)."""
+        named = {}
+        for kind, buffers in (
+            ("dense_accumulator", self._dense_acc),
+            ("dense_momentum", self._dense_mom),
+            ("table_accumulator", self._table_accumulator),
+            ("table_momentum", self._table_momentum),
+        ):
+            named.update((f"{kind}.{i}", buffer) for i, buffer in enumerate(buffers))
+        return named
+
+    @torch.no_grad()
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy buffers saved by ``state_tensors`` into this optimiser's (same shapes)."""
+        mine = self.state_tensors()
+        if set(mine) != set(tensors):
+            raise ValueError(
+                f"optimiser state has buffers {sorted(tensors)}, this optimiser {sorted(mine)}"
+            )
+        for name, buffer in mine.items():
+            buffer.copy_(tensors[name])
+
     def _table_index(self, table: torch.Tensor) -> int | None:
         """Position of ``table`` among the row-wise tables; None = not one of them."""
         return next((i for i, t in enumerate(self.tables) if t is table), None)

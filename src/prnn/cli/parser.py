@@ -192,6 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-compile trains eagerly (compiling takes a one-off 5-20 s and, on CPU, a C++ "
         "compiler)",
     )
+    epochs.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted training from its checkpoint (OUT.checkpoint, written at "
+        "the end of every epoch); the same command otherwise",
+    )
+    epochs.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        metavar="N",
+        help="also checkpoint every N minutes, mid-epoch (default: at the end of each epoch)",
+    )
     add_event_columns(train)
     train.set_defaults(handler="prnn.cli.train:command_train")
 

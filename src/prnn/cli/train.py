@@ -28,7 +28,7 @@ from prnn.config import (
     setting_docs,
 )
 from prnn.errors import ConfigError
-from prnn.file_kinds import is_prnn_model
+from prnn.file_kinds import checkpoint_path, is_prnn_model, is_training_checkpoint
 from prnn.model_registry import MODEL_ENTRIES, MODEL_NAMES, model_class
 
 log = logging.getLogger("prnn")
@@ -86,6 +86,8 @@ def check_training_flags(args: argparse.Namespace) -> None:
             ("--patience", args.patience is not None),
             ("--device", args.device is not None),
             ("--compile" if args.compile else "--no-compile", args.compile is not None),
+            ("--resume", args.resume),
+            ("--checkpoint-minutes", args.checkpoint_minutes is not None),
         )
         if given
     ]
@@ -94,6 +96,8 @@ def check_training_flags(args: argparse.Namespace) -> None:
             f"{', '.join(asked)} only apply to models trained by epochs; {args.model} is not"
         )
     check_at_least(args.patience, "--patience", 0)
+    if args.checkpoint_minutes is not None and not args.checkpoint_minutes > 0:
+        raise ConfigError(f"--checkpoint-minutes must be > 0; got {args.checkpoint_minutes}")
     if args.valid is not None:
         input_file(args.valid, "--valid", "event file")
 
@@ -124,6 +128,13 @@ def command_train(args: argparse.Namespace) -> int:
     out = output_file(
         args.out, "--out", previous=is_prnn_model, what="a prnn model", force=args.force
     )
+    checkpoint_file = output_file(
+        checkpoint_path(out),
+        "--out",
+        previous=is_training_checkpoint,
+        what="a prnn training checkpoint",
+        force=args.force,
+    )
     parse_where(args)
     input_file(args.train, "", "event file")
     check_training_flags(args)
@@ -132,10 +143,26 @@ def command_train(args: argparse.Namespace) -> int:
     log.info(settings_line(model, args.verbose))
     events = read_events_from_args(args.train, args)
     options = training_options(args, model)
+    checkpoint = None
+    if model.trains_by_epochs:
+        from prnn.training import Checkpointing
+
+        checkpoint = Checkpointing(
+            checkpoint_file, every_minutes=args.checkpoint_minutes, resume=args.resume
+        )
+        options["checkpoint"] = checkpoint
+        if checkpoint_file.exists() and not args.resume:
+            log.warning(
+                "%s: the checkpoint of an interrupted training; training from the start "
+                "replaces it (add --resume to continue it instead)",
+                checkpoint_file,
+            )
     started = time.perf_counter()
     model.fit(events, progress=not args.quiet, **options)
     seconds = time.perf_counter() - started
     model.save(out)
+    if checkpoint is not None:
+        checkpoint_file.unlink(missing_ok=True)  # the model is written: nothing to resume
     print(f"trained {model.name} on {events.n_events} events in {seconds:.1f} s; saved {out}")
     return 0
 

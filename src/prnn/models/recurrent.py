@@ -9,6 +9,7 @@ A recurrent model holds a ``prnn.network.Network`` that provides ``initial_hidde
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,10 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from prnn.config import config_to_dict
 from prnn.errors import ConfigError
 from prnn.models.base import ConfigT, SessionRecommender
 from prnn.threads import resolve_threads, using_threads
-from prnn.training import train_session_parallel
+from prnn.training import Checkpointing, session_start_order, train_session_parallel
+from prnn.training.checkpoint import events_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
         epoch_callback=None,
         compile: bool | None = None,
         threads: int | None = None,
+        checkpoint: Checkpointing | None = None,
         **schedule,
     ) -> None:
         """Initialise ``network`` from the config's seed, put it on ``device`` and train it.
@@ -75,7 +79,8 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
         ``valid(model) -> metrics`` (e.g. ``prnn.evaluation.validation(events)``) runs after
         each epoch; ``compile``: see ``prnn.training.train_session_parallel``; ``threads``:
         intra-op threads (None: ``PRNN_THREADS``, the user's ``OMP_NUM_THREADS`` or the thread
-        policy of ``prnn.threads``);
+        policy of ``prnn.threads``); ``checkpoint``: a ``prnn.training.Checkpointing`` (save the
+        training state every epoch, resume from it);
         ``schedule``: the p-RNN's ``phase``, ``n_phases`` and ``n_epochs``.
         """
         if valid is not None and not callable(valid):
@@ -92,6 +97,23 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
         generator = torch.Generator().manual_seed(self.config.seed)
         network.reset_parameters(generator)
         self.network = network.to(self.device)
+        if checkpoint is not None:
+            if not isinstance(checkpoint, Checkpointing):
+                raise ConfigError(
+                    "checkpoint must be a prnn.training.Checkpointing; got "
+                    f"{type(checkpoint).__name__}"
+                )
+            checkpoint = dataclasses.replace(
+                checkpoint,
+                identity={
+                    "model": self.name,
+                    "settings": config_to_dict(self.config),
+                    "data": events_fingerprint(
+                        events.session_offsets, item_index, session_start_order(events)
+                    ),
+                    "tensors": {n: list(t.shape) for n, t in network.state_dict().items()},
+                },
+            )
         choice = resolve_threads(
             threads,
             "train",
@@ -114,6 +136,7 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
                 valid_metric=valid_metric,
                 epoch_callback=epoch_callback,
                 compile=compile,
+                checkpoint=checkpoint,
                 **schedule,
             )
 
@@ -143,9 +166,7 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
             layer_state.index_fill_(0, lanes_t, 0.0)
 
     def add_lanes(self, state: GRUState, n_lanes: int) -> None:
-        state.hidden = [
-            torch.cat([h, h.new_zeros(n_lanes, h.shape[1])]) for h in state.hidden
-        ]
+        state.hidden = [torch.cat([h, h.new_zeros(n_lanes, h.shape[1])]) for h in state.hidden]
 
     def score(
         self, state: GRUState, lanes: np.ndarray, candidates: np.ndarray | None = None

@@ -286,9 +286,7 @@ class Network(nn.Module):
     def scoring_work(self) -> float:
         """Multiply-adds of scoring one session against every item (the serving thread
         policy's input): each active subnet's output block."""
-        return float(
-            sum(s.output_weight.numel() for s in self.subnets if s.name in self.active)
-        )
+        return float(sum(s.output_weight.numel() for s in self.subnets if s.name in self.active))
 
     def initial_hidden(self, n_lanes: int) -> list[torch.Tensor]:
         device = self.output_bias.device

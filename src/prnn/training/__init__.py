@@ -3,6 +3,7 @@ losses, the p-RNN schedules and compiling the step.
 
 Knows the network's step interface (``prnn.network.Network``), not any recommender."""
 
+from prnn.training.checkpoint import Checkpointing, checkpoint_path, read_checkpoint
 from prnn.training.loop import EpochReport, session_start_order, train_session_parallel
 from prnn.training.schedules import TRAINING_METHODS, n_phases, training_phase
 from prnn.training.step_loss import (
@@ -15,10 +16,13 @@ from prnn.training.step_loss import (
 __all__ = [
     "TRAINING_METHODS",
     "AutogradStepLoss",
+    "Checkpointing",
     "CrossEntropyStepLoss",
     "EpochReport",
+    "checkpoint_path",
     "make_step_loss",
     "n_phases",
+    "read_checkpoint",
     "sampled_loss",
     "session_start_order",
     "train_session_parallel",

@@ -24,6 +24,7 @@ from prnn.data import EventLog
 from prnn.errors import ConfigError, TrainingError
 from prnn.optim import AdagradMomentum
 from prnn.progress import progress_bar
+from prnn.training.checkpoint import Checkpointing, load_for_resume, save_checkpoint
 from prnn.training.compile import CompileDecision, compile_settings
 from prnn.training.step_loss import make_step_loss
 from prnn.training.step_plan import CHUNK_STEPS, plan_steps
@@ -99,13 +100,16 @@ class ChunkPlanner:
     With ``ahead``, a worker thread plans chunk k + 1 while the steps of chunk k train: the
     planning (sorts, sampling, dropout masks) then runs on a core the training step, at one
     intra-op thread, leaves idle. Chunks are planned one after the other in the same order as
-    without it, so the random draws, and the results, are the same.
+    without it, so the random draws, and the results, are the same. ``chunks_done``: chunks
+    already trained before this planner (a resumed training).
     """
 
-    def __init__(self, plan_chunk, n_steps: int, n_epochs: int, ahead: bool) -> None:
+    def __init__(
+        self, plan_chunk, n_steps: int, n_epochs: int, ahead: bool, chunks_done: int = 0
+    ) -> None:
         self._plan_chunk = plan_chunk
         self._n_steps = n_steps
-        self._chunks_left = n_epochs * -(-n_steps // CHUNK_STEPS)
+        self._chunks_left = n_epochs * -(-n_steps // CHUNK_STEPS) - chunks_done
         self._pool = ThreadPoolExecutor(max_workers=1) if ahead else None
         self._threads = torch.get_num_threads()
         self._next: tuple[int, Future] | None = None
@@ -115,7 +119,8 @@ class ChunkPlanner:
         return self._plan_chunk(first)
 
     def chunk(self, first: int):
-        """The planned steps from ``first`` on; starts planning the chunk after them."""
+        """(the planned steps from ``first`` on, the random state before they were planned);
+        starts planning the chunk after them."""
         self._chunks_left -= 1
         if self._next is not None and self._next[0] == first:
             planned = self._next[1].result()
@@ -126,6 +131,10 @@ class ChunkPlanner:
             following = first + CHUNK_STEPS if first + CHUNK_STEPS < self._n_steps else 0
             self._next = (following, self._pool.submit(self._plan, following))
         return planned
+
+    def pending_random_state(self) -> dict | None:
+        """The random state before the chunk being planned ahead (None: none is)."""
+        return None if self._next is None else self._next[1].result()[1]
 
     def close(self) -> None:
         if self._pool is not None:
@@ -161,6 +170,7 @@ def train_session_parallel(
     early_stopping_from: int = 0,
     epoch_callback=None,
     compile: bool | None = None,
+    checkpoint: Checkpointing | None = None,
 ) -> list[EpochReport]:
     """Train ``network`` for ``config.n_epochs`` epochs; returns per-epoch reports.
 
@@ -179,7 +189,9 @@ def train_session_parallel(
     nor counted against ``patience`` (residual training: only its last stage competes);
     ``epoch_callback(report, network, optimizer)`` runs after each epoch. ``compile``: run the
     step through ``torch.compile`` (True), eagerly (False), or decide by timing (None; see
-    ``prnn.training.compile``). Runs with the caller's intra-op thread count (the models
+    ``prnn.training.compile``). ``checkpoint``: save the training state at each epoch's end
+    (and every so many minutes) and, with ``resume``, continue from the last one
+    (``prnn.training.checkpoint``). Runs with the caller's intra-op thread count (the models
     apply the thread policy around it).
     """
     min_lanes = 2 if config.n_sample == 0 else 1
@@ -230,11 +242,25 @@ def train_session_parallel(
     dropout_specs = network.dropout_specs()
     sparse_features = network.sparse_features()
 
+    def random_state() -> dict:
+        return {
+            "generator": generator.get_state(),
+            "dropout_generator": dropout_generator.get_state(),
+            "sampler": None if sampler is None else sampler.state(),
+        }
+
+    def set_random_state(state: dict) -> None:
+        generator.set_state(state["generator"])
+        dropout_generator.set_state(state["dropout_generator"])
+        if sampler is not None:
+            sampler.set_state(state["sampler"])
+
     def plan_chunk(first: int):
-        """The planned steps ``first`` to ``first + CHUNK_STEPS``."""
+        """(the planned steps ``first`` to ``first + CHUNK_STEPS``, the random state before)."""
+        before = random_state()
         last = min(first + CHUNK_STEPS, schedule.n_steps)
         lo, hi = step_offsets[first], step_offsets[last]
-        return plan_steps(
+        planned = plan_steps(
             id_mode=network.id_mode,
             n_items=network.n_items,
             inputs=step_inputs[lo:hi],
@@ -247,11 +273,56 @@ def train_session_parallel(
             generator=dropout_generator if use_dropout else None,
             sparse_features=sparse_features,
         )
+        return planned, before
 
     reports: list[EpochReport] = []
     best_value, best_state, epochs_without_gain = -np.inf, None, 0
     n_epochs = n_epochs or config.n_epochs
-    planner = ChunkPlanner(plan_chunk, schedule.n_steps, n_epochs, ahead=PLAN_AHEAD)
+    chunks_per_epoch = -(-schedule.n_steps // CHUNK_STEPS)
+    start_epoch, start_step, resumed = 1, 0, None
+    if checkpoint is not None:
+        resumed = load_for_resume(checkpoint)
+    if resumed is not None:
+        with torch.no_grad():
+            for name, tensor in _trained_tensors(network).items():
+                tensor.copy_(resumed["trained"][name])
+        optimizer.load_state_tensors(resumed["optimizer"])
+        set_random_state(resumed["random"])
+        reports = [EpochReport(**report) for report in resumed["reports"]]
+        best_value = resumed["best_value"]
+        best_state = resumed["best_state"]
+        epochs_without_gain = resumed["epochs_without_gain"]
+        start_epoch, start_step = resumed["epoch"], resumed["step"]
+    last_save = time.monotonic()
+
+    def save(epoch: int, step: int, random: dict, hidden=None, loss_sum=None, seconds=0.0):
+        nonlocal last_save
+        save_checkpoint(
+            checkpoint,
+            {
+                "epoch": epoch,
+                "step": step,
+                "trained": {n: t.detach() for n, t in _trained_tensors(network).items()},
+                "optimizer": optimizer.state_tensors(),
+                "random": random,
+                "hidden": hidden,
+                "loss_sum": loss_sum,
+                "epoch_seconds": seconds,
+                "reports": [dataclasses.asdict(report) for report in reports],
+                "best_value": float(best_value),
+                "best_state": best_state,
+                "epochs_without_gain": epochs_without_gain,
+            },
+        )
+        last_save = time.monotonic()
+
+    planner = ChunkPlanner(
+        plan_chunk,
+        schedule.n_steps,
+        n_epochs,
+        ahead=PLAN_AHEAD,
+        chunks_done=(start_epoch - 1) * chunks_per_epoch + start_step // CHUNK_STEPS,
+    )
     decision = CompileDecision(
         compile,
         schedule.n_steps * n_epochs,
@@ -261,14 +332,21 @@ def train_session_parallel(
     )
     current_phase = None
     try:
-        for epoch in range(1, n_epochs + 1):
+        for epoch in range(start_epoch, n_epochs + 1):
             network.train()
             started = time.perf_counter()
+            first_step, earlier_seconds = 0, 0.0
             # the first step's lanes: fewer than batch_size when there are fewer sessions
             hidden = network.initial_hidden(step_sizes[0])
             loss_sum = torch.zeros((), device=device)
+            if resumed is not None and epoch == start_epoch and start_step > 0:
+                # mid-epoch: the lanes and the loss as they were (lane changes at this step
+                # already applied)
+                first_step, earlier_seconds = start_step, resumed["epoch_seconds"]
+                hidden = [h.to(device) for h in resumed["hidden"]]
+                loss_sum = resumed["loss_sum"].to(device)
             bar = progress_bar(
-                range(schedule.n_steps),
+                range(first_step, schedule.n_steps),
                 desc=f"epoch {epoch}/{n_epochs}",
                 unit="batch",
                 enabled=progress,
@@ -282,10 +360,24 @@ def train_session_parallel(
                             network.set_phase(wanted)
                             current_phase = wanted
                     changes = lane_changes.get(step)
-                    if changes:
+                    if changes and not (step == first_step and first_step > 0):
                         hidden = _apply_lane_changes(hidden, changes)
                     if step % CHUNK_STEPS == 0:
-                        planned = planner.chunk(step)
+                        planned, random_before = planner.chunk(step)
+                        if (
+                            checkpoint is not None
+                            and checkpoint.every_minutes is not None
+                            and step > first_step
+                            and time.monotonic() - last_save >= 60 * checkpoint.every_minutes
+                        ):
+                            save(
+                                epoch,
+                                step,
+                                random_before,
+                                [h.detach() for h in hidden],
+                                loss_sum.detach().clone(),
+                                earlier_seconds + time.perf_counter() - started,
+                            )
                     planned_step = planned[step % CHUNK_STEPS]
                     decision.before_step()
                     loss, hidden = _train_step(
@@ -294,7 +386,7 @@ def train_session_parallel(
                     decision.after_step()
                     loss_sum.add_(loss, alpha=step_offsets[step + 1] - step_offsets[step])
             bar.close()
-            seconds = time.perf_counter() - started
+            seconds = earlier_seconds + time.perf_counter() - started
             mean_loss = float(loss_sum) / schedule.n_targets
             if not np.isfinite(mean_loss):
                 raise TrainingError(
@@ -338,6 +430,9 @@ def train_session_parallel(
             if patience > 0 and validate is not None and epochs_without_gain >= patience:
                 log.info("early stopping: no %s gain for %d epoch(s)", valid_metric, patience)
                 break
+            if checkpoint is not None and epoch < n_epochs:
+                # the next epoch's first chunk may be planned already: its random state before
+                save(epoch + 1, 0, planner.pending_random_state() or random_state())
         if best_state is not None:
             with torch.no_grad():
                 for name, tensor in _trained_tensors(network).items():

@@ -12,6 +12,7 @@ cut-offs 1, 5, 10, 20.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -182,6 +183,7 @@ def evaluate(
     batch_size: int = 256,
     progress: bool = False,
     threads: int | None = None,
+    targets: Sequence | np.ndarray | None = None,
 ) -> EvaluationResult:
     """Next-event prediction over every event of each test session but the last.
 
@@ -196,6 +198,8 @@ def evaluate(
         progress: show a progress bar on stderr (when it is a terminal).
         threads: intra-op threads; None = ``PRNN_THREADS``, the user's ``OMP_NUM_THREADS`` or
             the thread policy (``prnn.threads``: one per usable core for evaluation).
+        targets: item ids; only the events whose next item is one of them are evaluated (e.g.
+            items new to the model, for cold-start figures); the others count as skipped.
 
     Returns:
         Recall@K, MRR@K (reciprocal rank, 0 beyond K), coverage@K (share of candidates that
@@ -217,6 +221,7 @@ def evaluate(
             ties=ties,
             batch_size=batch_size,
             progress=progress,
+            targets=targets,
         )
 
 
@@ -229,6 +234,7 @@ def _evaluate(
     ties: TiePolicy,
     batch_size: int,
     progress: bool,
+    targets=None,
 ) -> EvaluationResult:
     """``evaluate``'s work, under its thread choice."""
     cutoffs = tuple(sorted({int(k) for k in cutoffs}))
@@ -241,6 +247,18 @@ def _evaluate(
     vocabulary = model.fitted_vocabulary
     candidate_set = CandidateSet.parse(candidates, vocabulary)
     steps = _evaluation_steps(events, vocabulary)
+    if targets is not None:
+        chosen = vocabulary.index(np.asarray(targets))
+        steps = dataclasses.replace(
+            steps,
+            targets=np.where(np.isin(steps.targets, chosen[chosen >= 0]), steps.targets, -1),
+        )
+        if not (steps.targets >= 0).any():
+            raise DataError(
+                f"{events.source}: no event whose next item is one of the {len(targets)} "
+                f"chosen targets can be evaluated by {model.name} (it knows "
+                f"{int((chosen >= 0).sum())} of them)"
+            )
     if not (steps.targets >= 0).any():
         raise DataError(_nothing_to_evaluate(events, steps, model.name))
     max_k = min(cutoffs[-1], len(candidate_set))

@@ -28,11 +28,12 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
 from prnn.config import check_choice, check_number
-from prnn.data import EventLog
+from prnn.data import EventLog, Vocabulary
 from prnn.errors import ConfigError, DataError
 from prnn.features import FeatureMatrix, align_features
 from prnn.models.gru4rec import GRU4RecConfig, network_settings
@@ -41,6 +42,7 @@ from prnn.network import ID, FeatureLookup, Network, Phase, SubnetSpec
 from prnn.training import TRAINING_METHODS, n_phases, training_phase
 
 OUTPUT_BLOCK_TRAINING = ("with_subnet", "always")
+OUTPUT_SOURCES = ("id", "features", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,19 @@ class FeatureModelConfig(GRU4RecConfig):
     subnet (with_subnet), or in every step while the subnet is in the output (always: only the
     GRU subnets take turns, the output layer over their concatenated states trains throughout)."""
 
+    output: str = "id"
+    """Where items' output vectors (and biases) come from: id (each item's own rows, as in the
+    paper), features (a learned projection of its dense feature vectors, so an item never
+    clicked in training gets a score: docs/cold_start.md) or hybrid (the two added). With
+    output=features an ID input needs its own embedding: constrained_embedding=False and
+    embedding > 0 (or one-hot)."""
+    output_features: tuple[str, ...] = ()
+    """output=features/hybrid: the dense feature sets projected; () = every dense one used."""
+
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice(self, "training", TRAINING_METHODS)
+        check_choice(self, "output", OUTPUT_SOURCES)
         check_choice(self, "output_blocks", OUTPUT_BLOCK_TRAINING)
         if not self.feature_layers or min(self.feature_layers) < 1:
             raise ConfigError(
@@ -179,8 +191,37 @@ class FeatureModel(RecurrentModel[FeatureModelConfig]):
             learn_subnet_weights=self.config.learn_subnet_weights,
             output_blocks_always=self.config.output_blocks == "always",
             sparse_embedding=self.config.sparse_embedding,
+            output=self.config.output,
+            output_features=self._output_features(specs, lookups),
             **network_settings(self.config),
         )
+
+    def _output_features(
+        self, specs: list[SubnetSpec], lookups: dict[str, FeatureLookup]
+    ) -> tuple[str, ...]:
+        """The feature sets the output projection reads (output=features/hybrid)."""
+        if self.config.output == "id":
+            return ()
+        names = list(self.config.output_features) or [n for n in lookups if not lookups[n].sparse]
+        unknown = [n for n in names if n not in lookups]
+        sparse = [n for n in names if n in lookups and lookups[n].sparse]
+        if unknown or sparse or not names:
+            dense = [n for n in lookups if not lookups[n].sparse]
+            problems = [f"{', '.join(unknown)} not given"] if unknown else []
+            problems += [f"{', '.join(sparse)} sparse"] if sparse else []
+            raise ConfigError(
+                f"output={self.config.output} projects dense feature sets"
+                + (f" ({'; '.join(problems)})" if problems else "")
+                + f"; dense ones given: {', '.join(dense) or 'none'}"
+            )
+        reads_id = any(ID in spec.inputs for spec in specs)
+        if self.config.output == "features" and reads_id and self.config.constrained_embedding:
+            raise ConfigError(
+                "output=features replaces the ID output rows that a constrained ID embedding "
+                "reads as its input: set constrained_embedding=false (and embedding=100 for a "
+                "separate embedding, or 0 for one-hot)"
+            )
+        return tuple(names)
 
     def _fit(
         self,
@@ -237,6 +278,125 @@ class FeatureModel(RecurrentModel[FeatureModelConfig]):
             **training_options,
         )
         self.network.set_phase(None)
+
+    # ---- new items from their features (item cold start) ------------------------------------
+
+    def add_items(self, features: dict[str, FeatureMatrix]) -> np.ndarray:
+        """Add every item of ``features`` that the model lacks, without retraining; returns
+        their ids.
+
+        Needs a model trained with ``output=features`` or ``hybrid``: a new item's output
+        vector and bias come from the learned projection of its feature vectors (in hybrid, its
+        ID rows start at zero and its ID bias at the mean of the known items'). Its feature rows
+        also feed the feature subnets when a session clicks it. ``features``: feature sets by
+        the names the model was trained with (any subset; a new item missing from a set gets a
+        zero row there).
+        """
+        network = self._fitted_network()
+        if network.output == "id":
+            raise ConfigError(
+                f"{self.name} was trained with output=id: an item it never saw clicked has no "
+                "output vector. Train with --set output=hybrid (or features) to add items later"
+            )
+        unknown = [name for name in features if name not in network.features]
+        if unknown:
+            raise ConfigError(
+                f"feature set(s) {', '.join(unknown)} are not the model's; it reads "
+                f"{', '.join(network.features)}"
+            )
+        vocabulary = self.fitted_vocabulary
+        new_ids = []
+        for matrix in features.values():
+            converted, convertible = vocabulary._as_id_dtype(matrix.item_ids)
+            if not convertible.all():
+                example = matrix.item_ids[~convertible][0]
+                raise DataError(
+                    f"{matrix.source}: item id {example!r} cannot be an id of this model, whose "
+                    "ids are integers"
+                )
+            new_ids.append(converted[vocabulary.index(converted) < 0])
+        added = np.unique(np.concatenate(new_ids)) if new_ids else vocabulary.item_ids[:0]
+        if not len(added):
+            return added
+        merged = Vocabulary(
+            item_ids=np.union1d(vocabulary.item_ids, added),
+            counts=np.zeros(len(vocabulary) + len(added), dtype=np.int64),
+        )
+        old_rows = torch.from_numpy(merged.index(vocabulary.item_ids))
+        merged.counts[old_rows.numpy()] = vocabulary.counts
+        lookups = {
+            name: self._merged_lookup(name, lookup, vocabulary, merged, features.get(name))
+            for name, lookup in network.features.items()
+        }
+        specs = self.subnet_specs(list(network.features))
+        self.vocabulary = merged  # the network is built for the merged catalogue
+        try:
+            grown = self._network(specs, lookups, [float(s.weight) for s in network.subnets])
+        except BaseException:
+            self.vocabulary = vocabulary
+            raise
+        old_state = network.state_dict(keep_vars=True)  # the tensors themselves, for their ids
+        item_tables = {id(t) for t in network.item_tables()}
+        item_table_names = {
+            name
+            for name, tensor in old_state.items()
+            if id(tensor) in item_tables and ".bag_" not in name
+        }
+        with torch.no_grad():
+            for name, tensor in grown.state_dict().items():
+                if name.startswith("features."):
+                    continue  # built from the merged feature rows above
+                if name in item_table_names:
+                    if name == "output_bias" and network.output == "hybrid":
+                        tensor.fill_(float(old_state[name].detach().mean()))
+                    else:
+                        tensor.zero_()
+                    tensor[old_rows] = old_state[name].detach()
+                else:
+                    tensor.copy_(old_state[name].detach())
+        grown.set_phase(None)
+        self.network = grown.to(self.device)
+        return added
+
+    def _merged_lookup(
+        self,
+        name: str,
+        lookup: FeatureLookup,
+        vocabulary: Vocabulary,
+        merged: Vocabulary,
+        given: FeatureMatrix | None,
+    ) -> FeatureLookup:
+        """Feature set ``name`` addressed by ``merged``: the model's rows for its items, the
+        ``given`` rows for the new ones (zero rows for new items it lacks)."""
+        if lookup.sparse:
+            indptr, indices = lookup.indptr.numpy(), lookup.indices.numpy()
+            rows = sp.csr_matrix(
+                (lookup.values.numpy(), indices, indptr), shape=(len(vocabulary), lookup.dim)
+            )
+        else:
+            rows = lookup.matrix.numpy()
+        ids = vocabulary.item_ids
+        if given is not None:
+            if given.dim != lookup.dim:
+                raise DataError(
+                    f"{given.source}: feature set {name!r} has {given.dim} columns; the model's "
+                    f"has {lookup.dim}"
+                )
+            converted, _ = vocabulary._as_id_dtype(given.item_ids)
+            fresh = np.flatnonzero(vocabulary.index(converted) < 0)
+            extra = given.values[fresh]
+            if lookup.sparse:
+                rows = sp.vstack([rows, sp.csr_matrix(extra, dtype=np.float32)]).tocsr()
+            else:
+                rows = np.vstack([rows, np.asarray(extra, dtype=np.float32)])
+            ids = np.concatenate([ids, converted[fresh]])
+        aligned = align_features(
+            FeatureMatrix(ids, rows, source=f"feature set {name!r}"),
+            merged,
+            name=name,
+            normalize=self.config.normalize_features and not lookup.sparse,
+        )
+        return FeatureLookup(aligned)
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         network = self._fitted_network()

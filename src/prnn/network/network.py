@@ -36,6 +36,11 @@ from prnn.threads import recurrent_step_work
 
 ID = "id"
 EMBEDDING_MODES = ("constrained", "separate", "one-hot")
+#: the key of the output projection's input in the training step's caches (not a subnet name)
+_FEATURE_OUTPUT = "\0output"
+#: where an item's output vector comes from: its ID rows (the paper), a learned projection of
+#: its features (so an item never clicked in training gets a score), or both added
+OUTPUT_MODES = ("id", "features", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,11 @@ class Network(nn.Module):
         dropout_p_embed, dropout_p_hidden: drop probabilities on the input and layer outputs.
         output_blocks_always: a frozen subnet's output block still trains while the subnet
             is active (the p-RNN option output_blocks=always).
+        output: where items' output vectors (and biases) come from: "id" (the per-item rows),
+            "features" (a learned projection of the ``output_features`` vectors: an item's
+            output row for subnet s is ``features @ P[:, columns of s]``, its bias
+            ``features @ P[:, -1]``) or "hybrid" (the two added).
+        output_features: the dense feature sets the output projection reads, concatenated.
     """
 
     def __init__(
@@ -192,10 +202,14 @@ class Network(nn.Module):
         dropout_p_embed: float = 0.0,
         dropout_p_hidden: float = 0.0,
         output_blocks_always: bool = False,
+        output: str = "id",
+        output_features: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         if embedding_mode not in EMBEDDING_MODES:
             raise ValueError(f"embedding_mode must be one of {EMBEDDING_MODES}")
+        if output not in OUTPUT_MODES:
+            raise ValueError(f"output must be one of {OUTPUT_MODES}; got {output!r}")
         features = features or {}
         weights = subnet_weights or [1.0] * len(specs)
         self.n_items = n_items
@@ -217,6 +231,18 @@ class Network(nn.Module):
             for spec, weight in zip(specs, weights)
         )
         self.register_buffer("output_bias", torch.zeros(n_items, 1))
+        self.output = output
+        self.output_features = tuple(output_features) if output != "id" else ()
+        self._output_columns, start = [], 0
+        for subnet in self.subnets:
+            self._output_columns.append(slice(start, start + subnet.layer_sizes[-1]))
+            start += subnet.layer_sizes[-1]
+        if output != "id":
+            _check_output_features(output, self.output_features, features, self.subnets)
+            width = sum(features[n].dim for n in self.output_features)
+            # the last column is the items' bias
+            self.output_projection = nn.Parameter(torch.empty(width, start + 1))
+        self._output_tables_cache: tuple | None = None
         id_modes = {s.id_mode for s in self.subnets if s.id_mode is not None}
         self.id_mode: str | None = id_modes.pop() if id_modes else None
         """How the ID input reads items (None: no subnet reads the ID); the step planner's
@@ -251,6 +277,41 @@ class Network(nn.Module):
         for subnet in self.subnets:
             subnet.reset_parameters(generator)
         self.output_bias.zero_()
+        if self.output != "id":
+            rows, columns = self.output_projection.shape
+            with torch.no_grad():
+                glorot_uniform_(self.output_projection, rows, columns - 1, generator)
+
+    # ---- the output layer -------------------------------------------------------------------
+
+    def output_inputs(self, items: torch.Tensor | None) -> torch.Tensor:
+        """(N, D): the items' output feature vectors, concatenated (None: every item)."""
+        parts = [
+            self.features[n].matrix if items is None else self.features[n].dense(items)
+            for n in self.output_features
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+    def output_tables(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(bias (I, 1), each subnet's output block (I, H_s)) as scoring sees them: the ID rows,
+        or the feature projection's rows (added to them in hybrid). Computed once per change of
+        the weights (PyTorch counts each tensor's in-place changes)."""
+        blocks = [s.output_weight for s in self.subnets]
+        if self.output == "id":
+            return self.output_bias, blocks
+        sources = [self.output_projection, self.output_bias, *blocks]
+        sources += [self.features[n].matrix for n in self.output_features]
+        key = tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in sources)
+        if self._output_tables_cache is None or self._output_tables_cache[0] != key:
+            with torch.no_grad():
+                projected = self.output_inputs(None) @ self.output_projection
+                bias = projected[:, -1:]
+                parts = [projected[:, columns] for columns in self._output_columns]
+                if self.output == "hybrid":
+                    bias = bias + self.output_bias
+                    parts = [part + block for part, block in zip(parts, blocks)]
+            self._output_tables_cache = (key, bias.contiguous(), [p.contiguous() for p in parts])
+        return self._output_tables_cache[1], self._output_tables_cache[2]
 
     def item_tables(self) -> list[torch.Tensor]:
         """The tables trained row-wise (only the rows a mini-batch touched)."""
@@ -366,12 +427,13 @@ class Network(nn.Module):
     @torch.no_grad()
     def scores(self, hidden: list[torch.Tensor], candidates: torch.Tensor | None) -> torch.Tensor:
         """(B, C) scores of all items or of the candidate items, from the rows' states."""
-        bias = self.output_bias if candidates is None else self.output_bias[candidates]
+        bias, blocks = self.output_tables()
+        if candidates is not None:
+            bias = bias[candidates]
         scores = None
-        for subnet, part in zip(self.subnets, self._hidden_slices):
+        for subnet, part, block in zip(self.subnets, self._hidden_slices, blocks):
             if subnet.name not in self.active:
                 continue
-            block = subnet.output_weight
             if candidates is not None:
                 block = block.index_select(0, candidates)
             base = bias.T if scores is None else scores
@@ -419,8 +481,20 @@ class Network(nn.Module):
         rows = step.rows
         new_hidden = list(hidden)
         caches = {}
-        scores = gathered["bias"].T
-        for subnet, part, masks in zip(self.subnets, self._hidden_slices, self._subnet_masks(step)):
+        bias = gathered["bias"]
+        item_features, query = None, None
+        if self.output != "id":
+            # the rows' output vectors are their features times the projection; the scores
+            # take (hidden @ projection.T) @ features.T, which costs B x U x D, not the
+            # U x D x H of projecting every row (B = 32 lanes, U = 2k rows, H = 200 units)
+            item_features = self.output_inputs(rows.rows)
+            caches[_FEATURE_OUTPUT] = item_features
+            from_features = item_features @ self.output_projection[:, -1:]
+            bias = from_features if self.output == "features" else bias + from_features
+        scores = bias.T
+        for index, (subnet, part, masks) in enumerate(
+            zip(self.subnets, self._hidden_slices, self._subnet_masks(step))
+        ):
             if subnet.name not in self.active:
                 continue
             dense_parts, projections = [], []
@@ -447,8 +521,14 @@ class Network(nn.Module):
             )
             last = new_hidden[part][-1]
             weighted = last * subnet.weight
-            scores = torch.addmm(scores, weighted, gathered[f"block:{subnet.name}"].T)
+            if self.output != "features":
+                scores = torch.addmm(scores, weighted, gathered[f"block:{subnet.name}"].T)
+            if item_features is not None:
+                share = weighted @ self.output_projection[:, self._output_columns[index]].T
+                query = share if query is None else query + share
             caches[subnet.name] = (layer_caches, last, weighted, masks[0])
+        if query is not None:
+            scores = torch.addmm(scores, query, item_features.T)
         return scores, new_hidden, caches
 
     def backward(
@@ -465,19 +545,35 @@ class Network(nn.Module):
         """
         rows = step.rows
         dense: dict[str, torch.Tensor] = {}
-        row_grads = {"bias": grad_scores.sum(dim=0)[:, None]}
+        grad_bias = grad_scores.sum(dim=0)[:, None]
+        from_ids = self.output != "features"
+        row_grads = {"bias": grad_bias} if from_ids else {}
+        grad_projection, grad_query = None, None
+        if self.output != "id":
+            item_features = caches[_FEATURE_OUTPUT]
+            grad_query = grad_scores @ item_features  # (B, D)
+            # by columns: each subnet's share, then the bias's
+            grad_projection = grad_scores.new_zeros(self.output_projection.shape)
+            grad_projection[:, -1:] = item_features.T @ grad_bias
         for index, subnet in enumerate(self.subnets):
             if subnet.name not in self.active:
                 continue
             block_key = f"block:{subnet.name}"
             layer_caches, last, weighted, input_mask = caches[subnet.name]
             trains = subnet.name in self.trainable
+            columns = self._output_columns[index]
             if trains or self.output_blocks_always:
-                row_grads[block_key] = grad_scores.T @ weighted
+                if from_ids:
+                    row_grads[block_key] = grad_scores.T @ weighted
+                if grad_query is not None:
+                    grad_projection[:, columns] = grad_query.T @ weighted
             if not trains:
                 continue
             prefix = f"subnets.{index}."
-            grad_weighted = grad_scores @ gathered[block_key]
+            grad_weighted = grad_scores @ gathered[block_key] if from_ids else None
+            if grad_query is not None:
+                share = grad_query @ self.output_projection[:, columns]
+                grad_weighted = share if grad_weighted is None else grad_weighted + share
             if isinstance(subnet.weight, nn.Parameter):
                 dense[prefix + "weight"] = (grad_weighted * last).sum()
             grad_x = grad_weighted * subnet.weight
@@ -520,6 +616,8 @@ class Network(nn.Module):
                 else:
                     grad_bag = grad_projected
                 row_grads[f"bag:{subnet.name}:{name}"] = bag_gradient(grad_bag, step.bags[name])
+        if grad_projection is not None:
+            dense["output_projection"] = grad_projection
         return dense, row_grads
 
     def _apply_updates(
@@ -549,7 +647,8 @@ class Network(nn.Module):
                 reads_inputs = subnet.id_mode == "constrained" and subnet.name in self.trainable
                 touched = None if reads_inputs else rows.bias_touched
                 optimizer.step_rows(subnet.output_weight, rows.rows, row_grads[block_key], touched)
-        optimizer.step_rows(self.output_bias, rows.rows, row_grads["bias"], rows.bias_touched)
+        if "bias" in row_grads:
+            optimizer.step_rows(self.output_bias, rows.rows, row_grads["bias"], rows.bias_touched)
 
     def _step_arithmetic(
         self,
@@ -591,6 +690,26 @@ class Network(nn.Module):
                 self._compiled_arithmetic = torch.compile(self._step_arithmetic, dynamic=True)
             arithmetic = self._compiled_arithmetic
         return arithmetic(step, hidden, loss.value_and_gradient, loss.prepared(step), optimizer)
+
+
+def _check_output_features(
+    output: str, names: tuple[str, ...], features: dict[str, FeatureLookup], subnets
+) -> None:
+    if not names:
+        raise ValueError(f"output={output} needs the feature sets to project (output_features)")
+    for name in names:
+        if name not in features:
+            raise ValueError(f"output feature set {name!r} is not among {sorted(features)}")
+        if features[name].sparse:
+            raise ValueError(
+                f"output feature set {name!r} is sparse; the output projection reads dense "
+                "feature vectors (e.g. image or text embeddings)"
+            )
+    if output == "features" and any(s.id_mode == "constrained" for s in subnets):
+        raise ValueError(
+            "output=features with an ID input needs a separate or one-hot ID embedding: a "
+            "constrained embedding is the ID output block that output=features replaces"
+        )
 
 
 def _add_rows(table: torch.Tensor, positions: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

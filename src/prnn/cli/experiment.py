@@ -29,6 +29,7 @@ log = logging.getLogger("prnn")
 #: the files the reports write, and the one that shows an earlier report wrote them
 PAPER_REPORT_FILES = ("results.md", "results.csv", "results.json", "results.png")
 BASELINES_REPORT_FILES = ("results.md", "results.json")
+COLD_START_REPORT_FILES = ("results.md", "results.json")
 REPORT_MARKER = ("results.json", is_experiment_report)
 
 
@@ -174,4 +175,74 @@ def command_experiment_baselines(args: argparse.Namespace) -> int:
         atomic_write_bytes(out_dir / "results.json", json.dumps(results, indent=2).encode())
         atomic_write_bytes(out_dir / "results.md", (table + "\n").encode())
         print(f"wrote {out_dir / 'results.md'} and {out_dir / 'results.json'}")
+    return 0
+
+
+def command_experiment_cold_start(args: argparse.Namespace) -> int:
+    out_dir = output_folder(
+        args.out_dir,
+        "--out-dir",
+        outputs=COLD_START_REPORT_FILES,
+        marker=REPORT_MARKER,
+        what="part of an earlier prnn experiment report",
+        force=args.force,
+    )
+    parse_where(args)
+    parse_feature_specs(args.features)
+    fractions = {"--item-fraction": args.item_fraction, "--test-fraction": args.test_fraction}
+    for flag, value in fractions.items():
+        if not 0 < value < 1:
+            raise ConfigError(f"{flag} must be between 0 and 1; got {value}")
+    if args.events is not None:
+        input_file(args.events, "--events", "event file")
+    from prnn.cold_start import run_cold_start_experiment, write_cold_start_report
+    from prnn.data import read_events, split_sessions_randomly
+    from prnn.experiment import PAPER_BASE_SETTINGS
+
+    if args.events is None:
+        folder = example_toys_folder()
+        events = read_events(folder / "sequences.csv.gz", session_col="seq_id", time_col="none")
+        feature_specs = args.features or [f"image={folder / 'clip_image.npz'}"]
+        source = "the bundled Amazon Toys sample (4,000 user histories, 1,997 items)"
+    else:
+        events = read_events_from_args(args.events, args)
+        feature_specs = args.features
+        source = args.events
+    features = read_feature_sets(feature_specs)
+    if not features:
+        raise ConfigError("experiment cold-start needs item features: --features NAME=PATH")
+    train, test, report = split_sessions_randomly(events, args.test_fraction, seed=args.seed)
+    base = {**PAPER_BASE_SETTINGS, "n_epochs": args.epochs, **parse_overrides(args.set)}
+    rows, held = run_cold_start_experiment(
+        train,
+        test,
+        features,
+        base_settings=base,
+        item_fraction=args.item_fraction,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    n_catalogue = len(set(train.item_ids.tolist()) | set(test.item_ids.tolist()))
+    notes = [
+        f"{args.test_fraction:.0%} of the sequences drawn at random (seed {args.seed}) are test; "
+        f"{len(held)} items ({args.item_fraction:.0%} of the training items, seed {args.seed}) "
+        "are held out: their events are removed from the training sequences",
+        "cold: test events whose next item is held out; warm: the others. Every model ranks "
+        "all the items it knows (the p-RNNs, after add_items, the held-out ones too), "
+        "conservative ties",
+        f"shared settings: {', '.join(f'{k}={v}' for k, v in base.items())}; the p-RNNs at "
+        "their defaults otherwise (residual training, 100 + 100 units); output=features "
+        "reads the ID through a separate embedding",
+        f"data: {source}, features: {', '.join(features)}",
+        f"command: prnn {' '.join(args.argv)}",
+    ]
+    markdown = write_cold_start_report(
+        out_dir,
+        rows,
+        n_catalogue=n_catalogue,
+        title=f"Cold-start items: {', '.join(features)} features, {source}",
+        notes=notes,
+    )
+    print(markdown)
+    print(f"wrote {out_dir / 'results.md'} and {out_dir / 'results.json'}")
     return 0

@@ -467,4 +467,52 @@ def build_parser() -> argparse.ArgumentParser:
     add_force(paper, "results.* files that are not an earlier report")
     add_event_columns(paper)
     paper.set_defaults(handler="prnn.cli.experiment:command_experiment_paper")
+
+    cold = experiments.add_parser(
+        "cold-start",
+        parents=[common],
+        help="items never clicked in training, scored from their features (default: the "
+        "bundled Amazon Toys sample)",
+        description="Holds a share of the items out of training, trains ID-only GRU4Rec and "
+        "p-RNNs with output=features and output=hybrid, adds the held-out items to the p-RNNs "
+        "from their feature vectors (no retraining) and reports Recall@20 / MRR@20 on test "
+        "events whose next item was held out (cold) and on the others (warm).",
+    )
+    cold.add_argument("--events", help="click log (default: the bundled Amazon Toys sample)")
+    cold.add_argument(
+        "--features",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="dense feature set(s) (default with the bundled sample: its CLIP image vectors)",
+    )
+    cold.add_argument(
+        "--out-dir", default="runs/cold_start", help="report folder (default: %(default)s)"
+    )
+    cold.add_argument(
+        "--item-fraction",
+        type=float,
+        default=0.1,
+        help="share of the training items held out of training (default: %(default)s)",
+    )
+    cold.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.1,
+        help="share of sessions drawn at random as test (default: %(default)s)",
+    )
+    cold.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
+    cold.add_argument(
+        "--epochs", type=int, default=10, help="epochs per model (default: %(default)s)"
+    )
+    cold.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="settings of every model, over the paper experiment's shared ones",
+    )
+    add_force(cold, "results.* files that are not an earlier report")
+    add_event_columns(cold)
+    cold.set_defaults(handler="prnn.cli.experiment:command_experiment_cold_start")
     return parser

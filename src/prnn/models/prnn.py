@@ -125,6 +125,21 @@ def check_feature_set_name(name: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _most_alike(
+    vectors: torch.Tensor, old_rows: torch.Tensor, new_rows: torch.Tensor, k: int
+) -> torch.Tensor:
+    """(len(new_rows), k): for each new item, the positions among ``old_rows`` of the k items
+    whose ``vectors`` have the highest cosine with its own (in chunks: bounded memory)."""
+    unit = torch.nn.functional.normalize(vectors, dim=1)
+    known = unit[old_rows]
+    k = min(k, len(old_rows))
+    chunks = [
+        torch.topk(unit[new_rows[start : start + 1024]] @ known.T, k, dim=1).indices
+        for start in range(0, len(new_rows), 1024)
+    ]
+    return torch.cat(chunks) if chunks else torch.zeros(0, k, dtype=torch.int64)
+
+
 def residual_split(n_epochs: int, n_subnets: int, share: float) -> tuple[int, ...]:
     """Residual training's epochs per subnet within ``n_epochs``: the subnets after the first
     share ``share`` of them, at least one epoch each, and the first trains the rest (at least
@@ -281,16 +296,17 @@ class FeatureModel(RecurrentModel[FeatureModelConfig]):
 
     # ---- new items from their features (item cold start) ------------------------------------
 
-    def add_items(self, features: dict[str, FeatureMatrix]) -> np.ndarray:
+    def add_items(self, features: dict[str, FeatureMatrix], *, neighbours: int = 10) -> np.ndarray:
         """Add every item of ``features`` that the model lacks, without retraining; returns
         their ids.
 
         Needs a model trained with ``output=features`` or ``hybrid``: a new item's output
-        vector and bias come from the learned projection of its feature vectors (in hybrid, its
-        ID rows start at zero and its ID bias at the mean of the known items'). Its feature rows
-        also feed the feature subnets when a session clicks it. ``features``: feature sets by
-        the names the model was trained with (any subset; a new item missing from a set gets a
-        zero row there).
+        vector and bias come from the learned projection of its feature vectors. Its ID rows
+        (the hybrid output's ID part and bias, an ID input's embedding) are the mean of those
+        of the ``neighbours`` known items whose output feature vectors are most alike (cosine);
+        0 leaves them at zero. Its feature rows also feed the feature subnets when a session
+        clicks it. ``features``: feature sets by the names the model was trained with (any
+        subset; a new item missing from a set gets a zero row there).
         """
         network = self._fitted_network()
         if network.output == "id":
@@ -342,16 +358,22 @@ class FeatureModel(RecurrentModel[FeatureModelConfig]):
             for name, tensor in old_state.items()
             if id(tensor) in item_tables and ".bag_" not in name
         }
+        new_rows = torch.from_numpy(merged.index(added))
+        similar = (
+            _most_alike(grown.output_inputs(None), old_rows, new_rows, neighbours)
+            if neighbours > 0
+            else None
+        )
         with torch.no_grad():
             for name, tensor in grown.state_dict().items():
                 if name.startswith("features."):
                     continue  # built from the merged feature rows above
                 if name in item_table_names:
-                    if name == "output_bias" and network.output == "hybrid":
-                        tensor.fill_(float(old_state[name].detach().mean()))
-                    else:
-                        tensor.zero_()
-                    tensor[old_rows] = old_state[name].detach()
+                    old = old_state[name].detach()
+                    tensor.zero_()
+                    tensor[old_rows] = old
+                    if similar is not None:
+                        tensor[new_rows] = old[similar].mean(dim=1)
                 else:
                     tensor.copy_(old_state[name].detach())
         grown.set_phase(None)

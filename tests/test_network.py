@@ -82,6 +82,10 @@ ARCHITECTURES = {
         [SubnetSpec("id", ("id",), (6,)), SubnetSpec("img", ("img",), (5,))],
         {"output": "hybrid", "output_features": ("img",)},
     ),
+    "prnn-hybrid-output-id-dropout": (
+        [SubnetSpec("id", ("id",), (6,)), SubnetSpec("img", ("img",), (5,))],
+        {"output": "hybrid", "output_features": ("img",), "output_id_dropout": 0.5},
+    ),
     "prnn-features-output": (
         [SubnetSpec("id", ("id",), (6,)), SubnetSpec("txt", ("txt",), (5,))],
         {
@@ -152,6 +156,7 @@ def _plan(network: Network, config, generator: torch.Generator | None, n_steps: 
         dropout=network.dropout_specs(),
         generator=generator,
         sparse_features=network.sparse_features(),
+        row_dropout=network.output_id_dropout,
     )
 
 

@@ -260,6 +260,35 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
     recommend.set_defaults(handler="prnn.cli.evaluate:command_recommend")
 
+    add_items = commands.add_parser(
+        "add-items",
+        parents=[common],
+        help="add items never clicked in training to a model, from their features",
+        description="Adds every item of the feature files that the model lacks, without "
+        "retraining: its output vector comes from the model's learned projection of its "
+        "features (a model trained with --set output=hybrid or output=features), its ID rows "
+        "from the most alike known items. Writes the grown model to --out.",
+    )
+    add_items.add_argument("model", help="saved model file (feature-only, concat or prnn)")
+    add_items.add_argument(
+        "--features",
+        action="append",
+        default=[],
+        required=True,
+        metavar="NAME=PATH",
+        help="feature set of the new items, under the name the model was trained with (repeatable)",
+    )
+    add_items.add_argument("--out", required=True, help="model file to write")
+    add_items.add_argument(
+        "--neighbours",
+        type=int,
+        default=10,
+        help="known items whose ID rows a new item's are the mean of (default: %(default)s; "
+        "0: zero rows)",
+    )
+    add_force(add_items, "a file that is not a prnn model")
+    add_items.set_defaults(handler="prnn.cli.train:command_add_items")
+
     features = commands.add_parser(
         "features", parents=[common], help="build item feature matrices from item content"
     )

@@ -167,6 +167,33 @@ def command_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_add_items(args: argparse.Namespace) -> int:
+    out = output_file(
+        args.out, "--out", previous=is_prnn_model, what="a prnn model", force=args.force
+    )
+    input_file(args.model, "", "model file")
+    parse_feature_specs(args.features)
+    check_at_least(args.neighbours, "--neighbours", 0)
+    from prnn.models import SessionRecommender
+
+    model = SessionRecommender.load(args.model)
+    if not hasattr(model, "add_items"):
+        raise ConfigError(
+            f"{args.model} holds a {model.name} model; items can be added to feature-only, "
+            "concat and prnn models trained with --set output=hybrid (or features)"
+        )
+    features = read_feature_sets(args.features)
+    before = model.n_items
+    added = model.add_items(features, neighbours=args.neighbours)
+    model.save(out)
+    offered = len({i for f in features.values() for i in f.item_ids.tolist()})
+    print(
+        f"added {len(added)} items ({offered - len(added)} of the {offered} in the feature "
+        f"files were known): {before} -> {model.n_items} items; saved {out}"
+    )
+    return 0
+
+
 def model_settings_table(name: str) -> str:
     """Every setting of model ``name``: its type, default and meaning."""
     config_class = model_class(name).config_class

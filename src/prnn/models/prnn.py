@@ -89,11 +89,15 @@ class FeatureModelConfig(GRU4RecConfig):
     embedding > 0 (or one-hot)."""
     output_features: tuple[str, ...] = ()
     """output=features/hybrid: the dense feature sets projected; () = every dense one used."""
+    output_id_dropout: float = 0.0
+    """output=hybrid: the probability that an item's ID output part is left out of a training
+    step, so that its features learn to score it alone, as they must for items added later."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice(self, "training", TRAINING_METHODS)
         check_choice(self, "output", OUTPUT_SOURCES)
+        check_number(self, "output_id_dropout", minimum=0.0, maximum=1.0)
         check_choice(self, "output_blocks", OUTPUT_BLOCK_TRAINING)
         if not self.feature_layers or min(self.feature_layers) < 1:
             raise ConfigError(
@@ -208,6 +212,7 @@ class FeatureModel(RecurrentModel[FeatureModelConfig]):
             sparse_embedding=self.config.sparse_embedding,
             output=self.config.output,
             output_features=self._output_features(specs, lookups),
+            output_id_dropout=self.config.output_id_dropout,
             **network_settings(self.config),
         )
 

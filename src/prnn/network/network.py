@@ -186,6 +186,9 @@ class Network(nn.Module):
             output row for subnet s is ``features @ P[:, columns of s]``, its bias
             ``features @ P[:, -1]``) or "hybrid" (the two added).
         output_features: the dense feature sets the output projection reads, concatenated.
+        output_id_dropout: output=hybrid: the probability that an output row's ID part (its
+            ID output rows and bias) is left out of a training step, so that the feature
+            projection learns to score items alone, as it must for items added later.
     """
 
     def __init__(
@@ -204,6 +207,7 @@ class Network(nn.Module):
         output_blocks_always: bool = False,
         output: str = "id",
         output_features: tuple[str, ...] = (),
+        output_id_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if embedding_mode not in EMBEDDING_MODES:
@@ -233,6 +237,7 @@ class Network(nn.Module):
         self.register_buffer("output_bias", torch.zeros(n_items, 1))
         self.output = output
         self.output_features = tuple(output_features) if output != "id" else ()
+        self.output_id_dropout = output_id_dropout if output == "hybrid" else 0.0
         self._output_columns, start = [], 0
         for subnet in self.subnets:
             self._output_columns.append(slice(start, start + subnet.layer_sizes[-1]))
@@ -482,6 +487,9 @@ class Network(nn.Module):
         new_hidden = list(hidden)
         caches = {}
         bias = gathered["bias"]
+        keep = None if step.row_keep is None else step.row_keep[:, None]
+        if keep is not None:
+            bias = bias * keep
         item_features, query = None, None
         if self.output != "id":
             # the rows' output vectors are their features times the projection; the scores
@@ -522,7 +530,10 @@ class Network(nn.Module):
             last = new_hidden[part][-1]
             weighted = last * subnet.weight
             if self.output != "features":
-                scores = torch.addmm(scores, weighted, gathered[f"block:{subnet.name}"].T)
+                id_block = gathered[f"block:{subnet.name}"]
+                if keep is not None:
+                    id_block = id_block * keep
+                scores = torch.addmm(scores, weighted, id_block.T)
             if item_features is not None:
                 share = weighted @ self.output_projection[:, self._output_columns[index]].T
                 query = share if query is None else query + share
@@ -547,7 +558,8 @@ class Network(nn.Module):
         dense: dict[str, torch.Tensor] = {}
         grad_bias = grad_scores.sum(dim=0)[:, None]
         from_ids = self.output != "features"
-        row_grads = {"bias": grad_bias} if from_ids else {}
+        keep = None if step.row_keep is None else step.row_keep[:, None]
+        row_grads = {"bias": grad_bias if keep is None else grad_bias * keep} if from_ids else {}
         grad_projection, grad_query = None, None
         if self.output != "id":
             item_features = caches[_FEATURE_OUTPUT]
@@ -564,13 +576,17 @@ class Network(nn.Module):
             columns = self._output_columns[index]
             if trains or self.output_blocks_always:
                 if from_ids:
-                    row_grads[block_key] = grad_scores.T @ weighted
+                    grad_block = grad_scores.T @ weighted
+                    row_grads[block_key] = grad_block if keep is None else grad_block * keep
                 if grad_query is not None:
                     grad_projection[:, columns] = grad_query.T @ weighted
             if not trains:
                 continue
             prefix = f"subnets.{index}."
-            grad_weighted = grad_scores @ gathered[block_key] if from_ids else None
+            grad_weighted = None
+            if from_ids:
+                id_block = gathered[block_key] if keep is None else gathered[block_key] * keep
+                grad_weighted = grad_scores @ id_block
             if grad_query is not None:
                 share = grad_query @ self.output_projection[:, columns]
                 grad_weighted = share if grad_weighted is None else grad_weighted + share

@@ -87,6 +87,9 @@ class StepBatch:
     """(U,) ``losses.log_row_weights`` of the step's output columns (cross-entropy only)."""
     target_log_q: torch.Tensor | None = None
     """(B,) logQ correction of each lane's target (zeros without correction; cross-entropy)."""
+    row_keep: torch.Tensor | None = None
+    """(U,) 1.0 or 0.0 per row: whether the row's ID output part (its ID output rows and ID
+    bias) enters this step, for ``output=hybrid`` with ID dropout; None = every row's does."""
 
     @property
     def batch(self) -> int:

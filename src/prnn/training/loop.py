@@ -236,7 +236,8 @@ def train_session_parallel(
         list(network.parameters()), network.item_tables(), config.learning_rate, config.momentum
     )
     dropout_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
-    use_dropout = config.dropout_p_embed > 0 or config.dropout_p_hidden > 0
+    row_dropout = getattr(network, "output_id_dropout", 0.0)
+    use_dropout = config.dropout_p_embed > 0 or config.dropout_p_hidden > 0 or row_dropout > 0
     step_sizes = np.diff(schedule.step_offsets).tolist()
     lane_changes = _lane_change_tensors(schedule, device)
     dropout_specs = network.dropout_specs()
@@ -272,6 +273,7 @@ def train_session_parallel(
             dropout=dropout_specs,
             generator=dropout_generator if use_dropout else None,
             sparse_features=sparse_features,
+            row_dropout=row_dropout,
         )
         return planned, before
 

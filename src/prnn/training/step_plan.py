@@ -106,6 +106,7 @@ def plan_steps(
     dropout: list[DropoutSpec | None],
     generator: torch.Generator | None,
     sparse_features: dict[str, FeatureLookup] | None = None,
+    row_dropout: float = 0.0,
 ) -> list[StepBatch]:
     """Plan ``len(sizes)`` consecutive training steps.
 
@@ -122,6 +123,8 @@ def plan_steps(
             mask there.
         generator: draws the dropout masks; None = no dropout at all.
         sparse_features: the sparse feature inputs to bag, by name.
+        row_dropout: the probability that a row's ID output part is left out of a step
+            (``StepBatch.row_keep``; drawn after the dropout masks), 0 = never.
     """
     device = inputs.device
     n_steps, n_inputs = len(sizes), len(inputs)
@@ -206,6 +209,10 @@ def plan_steps(
 
     # drawn mask by mask, each for the whole chunk
     step_masks = [masks(spec) for spec in dropout]
+    row_keep = none
+    if row_dropout > 0 and generator is not None:
+        keep = torch.rand(len(rows), generator=generator, device=device) >= row_dropout
+        row_keep = _split(keep.float(), row_counts)
     bags = {
         name: _bags(lookup, inputs, input_step, input_start, n_steps)
         for name, lookup in (sparse_features or {}).items()
@@ -230,6 +237,7 @@ def plan_steps(
             masks=[mask[t] for mask in step_masks],
             log_row_weight=log_row_weight[t],
             target_log_q=target_log_q[t],
+            row_keep=row_keep[t],
         )
         for t in range(n_steps)
     ]

@@ -151,6 +151,24 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.item_ids)
 
+    def merged_with(self, events: EventLog) -> Vocabulary:
+        """This vocabulary grown by the items of ``events`` (counts added): the vocabulary of
+        a model that continues training on new events."""
+        new = Vocabulary.from_events(events)
+        converted, convertible = self._as_id_dtype(new.item_ids)
+        if not convertible.all():
+            example = new.item_ids[~convertible][0]
+            raise DataError(
+                f"{events.source}: item id {example!r} cannot be an id of this model, whose ids "
+                "are integers"
+            )
+        item_ids = np.union1d(self.item_ids, converted)
+        counts = np.zeros(len(item_ids), dtype=np.int64)
+        merged = Vocabulary(item_ids=item_ids, counts=counts)
+        np.add.at(counts, merged.index(self.item_ids), self.counts)
+        np.add.at(counts, merged.index(converted), new.counts)
+        return merged
+
     @property
     def ids_are_strings(self) -> bool:
         return self.item_ids.dtype.kind in ("U", "S", "O")

@@ -23,18 +23,32 @@ def _read_json(path: Path) -> object:
         return None
 
 
-def is_prnn_model(path: Path) -> bool:
-    """A safetensors file whose metadata carries prnn's format marker."""
+def _model_metadata(path: Path) -> dict | None:
+    """The safetensors metadata of a prnn model file; None for any other file."""
     try:
         with open(path, "rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
             if length > _MAX_HEADER_BYTES:
-                return False
+                return None
             header = json.loads(handle.read(length))
     except (OSError, ValueError, struct.error):
-        return False
+        return None
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    return isinstance(metadata, dict) and metadata.get("format") == MODEL_FORMAT_NAME
+    if isinstance(metadata, dict) and metadata.get("format") == MODEL_FORMAT_NAME:
+        return metadata
+    return None
+
+
+def is_prnn_model(path: Path) -> bool:
+    """A safetensors file whose metadata carries prnn's format marker."""
+    return _model_metadata(path) is not None
+
+
+def model_kind(path: str | Path) -> str | None:
+    """The model name (``gru4rec``, ``prnn``, ...) in a prnn model file's header; None for any
+    other file."""
+    metadata = _model_metadata(Path(path))
+    return None if metadata is None else metadata.get("model")
 
 
 def is_feature_file(path: Path) -> bool:

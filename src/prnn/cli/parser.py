@@ -145,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("train", help="training click log")
     train.add_argument(
-        "--model", required=True, choices=MODEL_NAMES, metavar="MODEL", help="which model (below)"
+        "--model",
+        choices=MODEL_NAMES,
+        metavar="MODEL",
+        help="which model (below); with --init, the init model's kind by default",
     )
     train.add_argument("--out", required=True, help="model file to write")
     add_force(train, "a file that is not a prnn model")
@@ -191,6 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the training step through torch.compile: compiled by default where it pays; "
         "--no-compile trains eagerly (compiling takes a one-off 5-20 s and, on CPU, a C++ "
         "compiler)",
+    )
+    epochs.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="continue training this saved model on the new events: its weights (and its "
+        "optimiser state, if saved with --updatable) carry over, new items get fresh rows; "
+        "settings start from its own",
+    )
+    epochs.add_argument(
+        "--updatable",
+        action="store_true",
+        help="also save the optimiser's state in the model (about 2x the size), so that a "
+        "later --init continues it exactly",
     )
     epochs.add_argument(
         "--resume",

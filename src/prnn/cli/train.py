@@ -28,17 +28,18 @@ from prnn.config import (
     setting_docs,
 )
 from prnn.errors import ConfigError
-from prnn.file_kinds import checkpoint_path, is_prnn_model, is_training_checkpoint
+from prnn.file_kinds import checkpoint_path, is_prnn_model, is_training_checkpoint, model_kind
 from prnn.model_registry import MODEL_ENTRIES, MODEL_NAMES, model_class
 
 log = logging.getLogger("prnn")
 
 
-def build_model(args: argparse.Namespace):
-    """The model named by --model, configured by --preset, then --config, then --set."""
+def build_model(args: argparse.Namespace, base_settings: dict | None = None):
+    """The model named by --model, configured by ``base_settings`` (an --init model's), then
+    --preset, then --config, then --set."""
     cls = model_class(args.model)
-    settings: dict = {}
-    sources = []
+    settings: dict = dict(base_settings or {})
+    sources = ["--init"] if base_settings else []
     if args.preset:
         settings.update(read_preset(args.preset))
         sources.append(f"preset {args.preset}")
@@ -87,6 +88,8 @@ def check_training_flags(args: argparse.Namespace) -> None:
             ("--device", args.device is not None),
             ("--compile" if args.compile else "--no-compile", args.compile is not None),
             ("--resume", args.resume),
+            ("--init", args.init is not None),
+            ("--updatable", args.updatable),
             ("--checkpoint-minutes", args.checkpoint_minutes is not None),
         )
         if given
@@ -137,8 +140,26 @@ def command_train(args: argparse.Namespace) -> int:
     )
     parse_where(args)
     input_file(args.train, "", "event file")
+    if args.init is not None:
+        input_file(args.init, "--init", "model file")
+        if args.model is None:
+            args.model = model_kind(args.init)
+            if args.model is None:
+                raise ConfigError(f"--init {args.init}: not a prnn model file")
+    if args.model is None:
+        raise ConfigError("--model is required (or --init MODEL to continue a trained one)")
     check_training_flags(args)
-    model = build_model(args)
+    init = None
+    if args.init is not None:
+        from prnn.config import config_to_dict
+        from prnn.models import SessionRecommender
+
+        init = SessionRecommender.load(args.init)
+        if init.name != args.model:
+            raise ConfigError(
+                f"--init {args.init} holds a {init.name} model; --model says {args.model}"
+            )
+    model = build_model(args, None if init is None else config_to_dict(init.config))
     check_device(args.device)
     log.info(settings_line(model, args.verbose))
     events = read_events_from_args(args.train, args)
@@ -157,10 +178,14 @@ def command_train(args: argparse.Namespace) -> int:
                 "replaces it (add --resume to continue it instead)",
                 checkpoint_file,
             )
+    if init is not None:
+        options["init"] = init
+    if args.updatable:
+        options["keep_optimizer_state"] = True
     started = time.perf_counter()
     model.fit(events, progress=not args.quiet, **options)
     seconds = time.perf_counter() - started
-    model.save(out)
+    model.save(out, optimizer_state=args.updatable)
     if checkpoint is not None:
         checkpoint_file.unlink(missing_ok=True)  # the model is written: nothing to resume
     print(f"trained {model.name} on {events.n_events} events in {seconds:.1f} s; saved {out}")

@@ -23,8 +23,11 @@ import torch
 
 from prnn.config import build_config, config_to_dict
 from prnn.data import EventLog, Vocabulary
-from prnn.errors import ModelFormatError, NotFittedError
+from prnn.errors import ConfigError, ModelFormatError, NotFittedError
 from prnn.persistence import read_model_file, write_model_file
+
+#: names of the optimiser's buffers in a model file saved with ``optimizer_state=True``
+OPTIMIZER_PREFIX = "optimizer."
 
 ConfigT = TypeVar("ConfigT")
 StateT = TypeVar("StateT")
@@ -70,7 +73,20 @@ class SessionRecommender(ABC, Generic[ConfigT, StateT]):
         """
         if events.n_events == 0:
             raise ValueError(f"{events.source}: cannot fit {self.name} on an empty event log")
-        self.vocabulary = Vocabulary.from_events(events)
+        init = options.get("init")
+        if init is None:
+            self.vocabulary = Vocabulary.from_events(events)
+        else:
+            if not self.trains_by_epochs:
+                raise ConfigError(
+                    f"init (continuing a trained model) applies to models trained by epochs; "
+                    f"{self.name} is not"
+                )
+            if type(init) is not type(self):
+                raise ConfigError(
+                    f"init must be a trained {self.name} model; got a {init.name} model"
+                )
+            self.vocabulary = init.fitted_vocabulary.merged_with(events)
         item_index = self.vocabulary.index(events.item_ids)
         self._fit(events, item_index, progress=progress, **options)
         return self
@@ -147,10 +163,23 @@ class SessionRecommender(ABC, Generic[ConfigT, StateT]):
     def _restore(self, tensors: dict[str, torch.Tensor]) -> None:
         """Inverse of ``_tensors``."""
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted model to one file, atomically."""
+    #: the optimiser's buffers at the end of training (kept with ``keep_optimizer_state``), so
+    #: that a later ``fit(..., init=model)`` continues it; None: not kept
+    optimizer_state_: dict[str, torch.Tensor] | None = None
+
+    def save(self, path: str | os.PathLike, *, optimizer_state: bool = False) -> None:
+        """Write the fitted model to one file, atomically; with ``optimizer_state``, also the
+        optimiser's buffers (about twice the item tables' size), for continued training."""
+        tensors = self._tensors()
+        if optimizer_state:
+            if self.optimizer_state_ is None:
+                raise ConfigError(
+                    f"{self.name} has no optimiser state to save: fit it with "
+                    "keep_optimizer_state=True"
+                )
+            tensors.update((OPTIMIZER_PREFIX + k, v) for k, v in self.optimizer_state_.items())
         write_model_file(
-            path, self.name, config_to_dict(self.config), self.fitted_vocabulary, self._tensors()
+            path, self.name, config_to_dict(self.config), self.fitted_vocabulary, tensors
         )
 
     @classmethod
@@ -166,7 +195,13 @@ class SessionRecommender(ABC, Generic[ConfigT, StateT]):
             raise ModelFormatError(f"{path}: holds a {name!r} model, not {cls.name!r}")
         model = model_class(build_config(model_class.config_class, config, f"{path} config"))
         model.vocabulary = vocabulary
+        optimizer = {
+            name[len(OPTIMIZER_PREFIX) :]: tensors.pop(name)
+            for name in list(tensors)
+            if name.startswith(OPTIMIZER_PREFIX)
+        }
         model._restore(tensors)
+        model.optimizer_state_ = optimizer or None
         return model
 
 

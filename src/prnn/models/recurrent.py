@@ -39,6 +39,12 @@ class GRUState:
         self.hidden = hidden
 
 
+def _item_table_names(network) -> list[str]:
+    """The state-dict names of ``network.item_tables()``, in that order."""
+    names = {id(t): n for n, t in network.state_dict(keep_vars=True).items()}
+    return [names[id(t)] for t in network.item_tables()]
+
+
 class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
     """Base of the models trained by epochs (GRU4Rec and the feature-rich architectures)."""
 
@@ -72,6 +78,8 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
         compile: bool | None = None,
         threads: int | None = None,
         checkpoint: Checkpointing | None = None,
+        init: RecurrentModel | None = None,
+        keep_optimizer_state: bool = False,
         **schedule,
     ) -> None:
         """Initialise ``network`` from the config's seed, put it on ``device`` and train it.
@@ -80,7 +88,10 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
         each epoch; ``compile``: see ``prnn.training.train_session_parallel``; ``threads``:
         intra-op threads (None: ``PRNN_THREADS``, the user's ``OMP_NUM_THREADS`` or the thread
         policy of ``prnn.threads``); ``checkpoint``: a ``prnn.training.Checkpointing`` (save the
-        training state every epoch, resume from it);
+        training state every epoch, resume from it); ``init``: a trained model of the same kind
+        and shape to continue from (its weights; its optimiser state when it kept one; new
+        items get fresh rows); ``keep_optimizer_state``: keep the optimiser's buffers in
+        ``optimizer_state_`` (for ``save(..., optimizer_state=True)``);
         ``schedule``: the p-RNN's ``phase``, ``n_phases`` and ``n_epochs``.
         """
         if valid is not None and not callable(valid):
@@ -96,6 +107,9 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
         self.device = torch.device(device)
         generator = torch.Generator().manual_seed(self.config.seed)
         network.reset_parameters(generator)
+        optimizer_state = None
+        if init is not None:
+            optimizer_state = self._carry_over(init, network)
         self.network = network.to(self.device)
         if checkpoint is not None:
             if not isinstance(checkpoint, Checkpointing):
@@ -121,6 +135,7 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
             source="threads=",
         )
         log.info("training with %s", choice.describe())
+        optimizer_out: dict | None = {} if keep_optimizer_state else None
         with using_threads(choice):
             self.history_ = train_session_parallel(
                 network,
@@ -137,8 +152,63 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
                 epoch_callback=epoch_callback,
                 compile=compile,
                 checkpoint=checkpoint,
+                optimizer_state=optimizer_state,
+                optimizer_out=optimizer_out,
                 **schedule,
             )
+        self.optimizer_state_ = optimizer_out or None
+
+    def _carry_over(self, init: RecurrentModel, network) -> dict[str, torch.Tensor] | None:
+        """Copy ``init``'s weights into ``network`` (rows of its items moved to their places in
+        this model's vocabulary; new items keep their fresh rows); returns its optimiser state
+        addressed the same way, or None when it kept none."""
+        old = init._fitted_network()
+        rows = torch.from_numpy(self.fitted_vocabulary.index(init.fitted_vocabulary.item_ids))
+        old_state = old.state_dict(keep_vars=True)
+        new_state = network.state_dict()
+        item_tables = {id(t) for t in old.item_tables()}
+        by_rows = {n for n, t in old_state.items() if id(t) in item_tables and ".bag_" not in n}
+        differences = sorted(
+            set(old_state) ^ set(new_state)
+            | {
+                n
+                for n in set(old_state) & set(new_state)
+                if not n.startswith("features.")
+                and n not in by_rows
+                and old_state[n].shape != new_state[n].shape
+            }
+        )
+        if differences:
+            raise ConfigError(
+                f"init: the trained {init.name} model's network differs from this one's in "
+                f"{', '.join(differences[:5])}; continue with the same architecture settings "
+                "(layers, embedding, features)"
+            )
+        with torch.no_grad():
+            for name, tensor in new_state.items():
+                if name.startswith("features."):
+                    continue  # this fit's feature rows, for the grown catalogue
+                if name in by_rows:
+                    tensor[rows] = old_state[name].detach()
+                else:
+                    tensor.copy_(old_state[name].detach())
+        if init.optimizer_state_ is None:
+            log.warning(
+                "init: the trained model has no optimiser state (save it with "
+                "optimizer_state=True, or train with --updatable): the optimiser starts afresh"
+            )
+            return None
+        # the optimiser's tables follow network.item_tables(): the same order in both networks
+        table_rows = [name in by_rows for name in _item_table_names(old)]
+        state = {}
+        for name, buffer in init.optimizer_state_.items():
+            kind, index = name.rsplit(".", 1)
+            if kind.startswith("table_") and table_rows[int(index)]:
+                grown = buffer.new_zeros((len(self.fitted_vocabulary), *buffer.shape[1:]))
+                grown[rows] = buffer
+                buffer = grown
+            state[name] = buffer
+        return state
 
     def _fitted_network(self):
         self.fitted_vocabulary  # noqa: B018 - raises NotFittedError

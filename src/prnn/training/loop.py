@@ -171,6 +171,8 @@ def train_session_parallel(
     epoch_callback=None,
     compile: bool | None = None,
     checkpoint: Checkpointing | None = None,
+    optimizer_state: dict[str, torch.Tensor] | None = None,
+    optimizer_out: dict | None = None,
 ) -> list[EpochReport]:
     """Train ``network`` for ``config.n_epochs`` epochs; returns per-epoch reports.
 
@@ -191,7 +193,9 @@ def train_session_parallel(
     step through ``torch.compile`` (True), eagerly (False), or decide by timing (None; see
     ``prnn.training.compile``). ``checkpoint``: save the training state at each epoch's end
     (and every so many minutes) and, with ``resume``, continue from the last one
-    (``prnn.training.checkpoint``). Runs with the caller's intra-op thread count (the models
+    (``prnn.training.checkpoint``). ``optimizer_state``: buffers to start the optimiser from
+    (continued training); ``optimizer_out``: a dict that receives the optimiser's buffers at
+    the end. Runs with the caller's intra-op thread count (the models
     apply the thread policy around it).
     """
     min_lanes = 2 if config.n_sample == 0 else 1
@@ -235,6 +239,8 @@ def train_session_parallel(
     optimizer = AdagradMomentum(
         list(network.parameters()), network.item_tables(), config.learning_rate, config.momentum
     )
+    if optimizer_state is not None:
+        optimizer.load_state_tensors({k: v.to(device) for k, v in optimizer_state.items()})
     dropout_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     row_dropout = getattr(network, "output_id_dropout", 0.0)
     use_dropout = config.dropout_p_embed > 0 or config.dropout_p_hidden > 0 or row_dropout > 0
@@ -442,4 +448,6 @@ def train_session_parallel(
     finally:
         planner.close()
     network.eval()
+    if optimizer_out is not None:
+        optimizer_out.update(optimizer.state_tensors())
     return reports

@@ -24,6 +24,7 @@ import numpy as np
 from prnn.atomic import atomic_write_bytes
 from prnn.config import build_config
 from prnn.data import EventLog, split_sessions_randomly
+from prnn.errors import ConfigError
 from prnn.evaluation import evaluate
 from prnn.features import FeatureMatrix
 from prnn.models import MODELS
@@ -65,15 +66,21 @@ class Method:
         return MODELS[self.model].trains_by_epochs
 
 
-def paper_methods(hidden: int) -> list[Method]:
+def paper_methods(
+    hidden: int, main_feature: str | None = None, extra_features: tuple[str, ...] = ()
+) -> list[Method]:
+    """The paper's methods at ``hidden`` units, reading the ``main_feature`` set; with
+    ``extra_features``, one more row: a residual p-RNN with an ID subnet and a subnet per
+    feature set (several aspects of the items at once, the paper's future work)."""
     h = hidden
+    only_main = {"features": (main_feature,)} if extra_features and main_feature else {}
     methods = [
         Method("item-kNN", "item-knn", "–"),
-        Method("content-kNN", "content-knn", "–"),
+        Method("content-kNN", "content-knn", "–", dict(only_main)),
         Method("ID only", "gru4rec", str(h), {"layers": (h,)}),
         Method("ID only", "gru4rec", str(2 * h), {"layers": (2 * h,)}),
-        Method("feature only", "feature-only", str(h), {"layers": (h,)}),
-        Method("concat", "concat", str(h), {"layers": (h,)}),
+        Method("feature only", "feature-only", str(h), {"layers": (h,), **only_main}),
+        Method("concat", "concat", str(h), {"layers": (h,), **only_main}),
     ]
     for training in ("simultaneous", "residual", "alternating", "interleaving"):
         methods.append(
@@ -81,10 +88,37 @@ def paper_methods(hidden: int) -> list[Method]:
                 f"p-RNN ({training})",
                 "prnn",
                 f"{h}+{h}",
-                {"layers": (h,), "feature_layers": (h,), "training": training},
+                {"layers": (h,), "feature_layers": (h,), "training": training, **only_main},
+            )
+        )
+    if extra_features:
+        every = (main_feature, *extra_features)
+        methods.append(
+            Method(
+                f"p-RNN (residual), ID + {' + '.join(every)}",
+                "prnn",
+                "+".join([str(h)] * (1 + len(every))),
+                {"layers": (h,), "feature_layers": (h,), "training": "residual", "features": every},
             )
         )
     return methods
+
+
+def select_methods(methods: list[Method], only: str | None) -> list[Method]:
+    """The methods whose label (with its hidden units, e.g. "ID only 100") starts with one of
+    the comma-separated names in ``only``; all with None."""
+    if not only:
+        return methods
+    wanted = [name.strip().lower() for name in only.split(",") if name.strip()]
+    chosen = [
+        m
+        for m in methods
+        if any(f"{m.label} {m.hidden}".lower().startswith(name) for name in wanted)
+    ]
+    if not chosen:
+        labels = "; ".join(f"{m.label} {m.hidden}" for m in methods)
+        raise ConfigError(f"--only {only!r} names none of the methods: {labels}")
+    return chosen
 
 
 def draw_trials(trials: int, seed: int) -> list[dict]:

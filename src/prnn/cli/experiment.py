@@ -44,10 +44,17 @@ def command_experiment_paper(args: argparse.Namespace) -> int:
     )
     parse_where(args)
     parse_feature_specs(args.features)
+    parse_feature_specs(args.extra_features)
     if args.events is not None:
         input_file(args.events, "--events", "event file")
     from prnn.data import read_events, split_by_time, split_sessions_randomly
-    from prnn.experiment import PAPER_BASE_SETTINGS, run_paper_experiment, write_report
+    from prnn.experiment import (
+        PAPER_BASE_SETTINGS,
+        paper_methods,
+        run_paper_experiment,
+        select_methods,
+        write_report,
+    )
     from prnn.models import MODELS
 
     bundled = args.events is None
@@ -63,9 +70,15 @@ def command_experiment_paper(args: argparse.Namespace) -> int:
     features = read_feature_sets(feature_specs)
     if len(features) != 1:
         raise ConfigError(
-            "experiment paper compares one feature set at a time: give one --features"
+            "experiment paper compares one feature set at a time: give one --features (and "
+            "the others with --extra-features)"
         )
     feature_name = next(iter(features))
+    extra = read_feature_sets(args.extra_features)
+    clash = set(extra) & set(features)
+    if clash:
+        raise ConfigError(f"--extra-features repeats the --features set {', '.join(clash)}")
+    features.update(extra)
     if args.test_days:
         train, test, report = split_by_time(events, args.test_days)
         split_note = f"time split: sessions ending in the last {args.test_days:g} day(s) are test"
@@ -86,10 +99,12 @@ def command_experiment_paper(args: argparse.Namespace) -> int:
     base_settings = {k: getattr(base, k) for k in base.__dataclass_fields__}
     for key in ("layers", "feature_layers", "training"):
         base_settings.pop(key)
+    methods = select_methods(paper_methods(args.hidden, feature_name, tuple(extra)), args.only)
     rows = run_paper_experiment(
         train,
         test,
         features,
+        methods=methods,
         hidden=args.hidden,
         base_settings=base_settings,
         trials=args.trials,
@@ -97,7 +112,7 @@ def command_experiment_paper(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
     )
-    title = f"p-RNN paper comparison: {feature_name} features, {source}"
+    title = f"p-RNN paper comparison: {' + '.join(features)} features, {source}"
     notes = [
         split_note,
         f"train: {report.train_events} events in {report.train_sessions} sessions; test: "

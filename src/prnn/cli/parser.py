@@ -479,6 +479,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="the feature set (default with the bundled sample: its CLIP image vectors)",
     )
     paper.add_argument(
+        "--extra-features",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="more feature sets (repeatable): adds a row, a residual p-RNN with an ID subnet "
+        "and one per feature set (e.g. --features image=... --extra-features text=...)",
+    )
+    paper.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="run only the methods whose names start with these, comma-separated, e.g. "
+        "'ID only 100,p-RNN (residual)'",
+    )
+    paper.add_argument(
         "--out-dir", default="runs/paper", help="report folder (default: %(default)s)"
     )
     paper.add_argument("--hidden", type=int, default=100, help="h, hidden units (default: 100)")

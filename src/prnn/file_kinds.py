@@ -106,3 +106,25 @@ def is_training_checkpoint(path: Path) -> bool:
     except (OSError, zipfile.BadZipFile):
         return False
     return any(name.endswith("/data.pkl") for name in names)
+
+
+#: the first line of a settings file written by ``prnn tune``
+TUNED_CONFIG_MARKER = "# prnn tune:"
+
+
+def is_tuned_config(path: Path) -> bool:
+    """A TOML settings file written by ``prnn tune`` (its first line says so)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().startswith(TUNED_CONFIG_MARKER)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def is_sqlite_database(path: Path) -> bool:
+    """A SQLite database file (``prnn tune``'s study)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False

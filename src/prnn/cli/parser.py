@@ -276,6 +276,44 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
     recommend.set_defaults(handler="prnn.cli.evaluate:command_recommend")
 
+    tune = commands.add_parser(
+        "tune",
+        parents=[common],
+        help="search a recurrent model's settings with Optuna; write the best as a config file",
+        description="Trains the model with settings drawn by Optuna's TPE sampler from a search "
+        "space (GRU4Rec: the reference implementation's standard spaces; p-RNN: its subnet "
+        "sizes, subnet weights, training method), scores each on VALID and writes the best "
+        "settings as a TOML file for prnn train --config. The study is kept in a SQLite file: "
+        "the same command run again continues it up to --trials finished trials.",
+    )
+    tune.add_argument("train", help="training click log")
+    tune.add_argument("valid", help="validation click log (scored after each trial)")
+    tune.add_argument("--model", required=True, choices=MODEL_NAMES, metavar="MODEL")
+    tune.add_argument("--trials", type=int, default=20, help="trials in all (default: 20)")
+    tune.add_argument(
+        "--space",
+        help="gru4rec-xe, gru4rec-bpr-max or prnn (default: by model and loss)",
+    )
+    tune.add_argument("--metric", default="mrr@20", help="what to maximise (default: %(default)s)")
+    tune.add_argument("--out", required=True, help="TOML file of the best settings")
+    tune.add_argument("--study", help="SQLite file of the study (default: OUT.study.sqlite)")
+    tune.add_argument("--seed", type=int, default=0, help="the sampler's seed (default: 0)")
+    tune.add_argument(
+        "--features", action="append", default=[], metavar="NAME=PATH", help="item features"
+    )
+    tune.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fixed settings under the searched ones, e.g. --set n_epochs=3",
+    )
+    tune.add_argument("--config", help="TOML or JSON file of fixed settings")
+    tune.add_argument("--preset", help="published settings to start from")
+    add_force(tune, "a file that prnn tune did not write")
+    add_event_columns(tune)
+    tune.set_defaults(handler="prnn.cli.tune:command_tune")
+
     add_items = commands.add_parser(
         "add-items",
         parents=[common],

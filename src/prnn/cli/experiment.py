@@ -242,7 +242,8 @@ def command_experiment_cold_start(args: argparse.Namespace) -> int:
         f"{args.test_fraction:.0%} of the sequences drawn at random (seed {args.seed}) are test; "
         f"{len(held)} items ({args.item_fraction:.0%} of the training items, seed {args.seed}) "
         "are held out: their events are removed from the training sequences",
-        "cold: test events whose next item is held out; warm: the others. Every model ranks "
+        "cold: test events whose next item is held out; warm: those whose next item is in "
+        "the (reduced) training sequences. Every model ranks "
         "all the items it knows (the p-RNNs, after add_items, the held-out ones too), "
         "conservative ties",
         f"shared settings: {', '.join(f'{k}={v}' for k, v in base.items())}; the p-RNNs at "

@@ -183,8 +183,8 @@ class Network(nn.Module):
             is active (the p-RNN option output_blocks=always).
         output: where items' output vectors (and biases) come from: "id" (the per-item rows),
             "features" (a learned projection of the ``output_features`` vectors: an item's
-            output row for subnet s is ``features @ P[:, columns of s]``, its bias
-            ``features @ P[:, -1]``) or "hybrid" (the two added).
+            output row for subnet s is ``features @ P_s``, a parameter of the subnet, its bias
+            ``features @ p``) or "hybrid" (the two added).
         output_features: the dense feature sets the output projection reads, concatenated.
         output_id_dropout: output=hybrid: the probability that an output row's ID part (its
             ID output rows and bias) is left out of a training step, so that the feature
@@ -238,15 +238,14 @@ class Network(nn.Module):
         self.output = output
         self.output_features = tuple(output_features) if output != "id" else ()
         self.output_id_dropout = output_id_dropout if output == "hybrid" else 0.0
-        self._output_columns, start = [], 0
-        for subnet in self.subnets:
-            self._output_columns.append(slice(start, start + subnet.layer_sizes[-1]))
-            start += subnet.layer_sizes[-1]
         if output != "id":
             _check_output_features(output, self.output_features, features, self.subnets)
             width = sum(features[n].dim for n in self.output_features)
-            # the last column is the items' bias
-            self.output_projection = nn.Parameter(torch.empty(width, start + 1))
+            # each subnet's share of the projection is its own parameter, so that it freezes
+            # with the subnet (a frozen subnet's parameters get no update, momentum included)
+            for subnet in self.subnets:
+                subnet.output_projection = nn.Parameter(torch.empty(width, subnet.layer_sizes[-1]))
+            self.output_projection_bias = nn.Parameter(torch.empty(width, 1))
         self._output_tables_cache: tuple | None = None
         id_modes = {s.id_mode for s in self.subnets if s.id_mode is not None}
         self.id_mode: str | None = id_modes.pop() if id_modes else None
@@ -283,9 +282,13 @@ class Network(nn.Module):
             subnet.reset_parameters(generator)
         self.output_bias.zero_()
         if self.output != "id":
-            rows, columns = self.output_projection.shape
             with torch.no_grad():
-                glorot_uniform_(self.output_projection, rows, columns - 1, generator)
+                for projection in self._projections():
+                    glorot_uniform_(projection, *projection.shape, generator)
+
+    def _projections(self) -> list[torch.Tensor]:
+        """output=features/hybrid: each subnet's projection, then the bias's."""
+        return [s.output_projection for s in self.subnets] + [self.output_projection_bias]
 
     # ---- the output layer -------------------------------------------------------------------
 
@@ -304,14 +307,14 @@ class Network(nn.Module):
         blocks = [s.output_weight for s in self.subnets]
         if self.output == "id":
             return self.output_bias, blocks
-        sources = [self.output_projection, self.output_bias, *blocks]
+        sources = [*self._projections(), self.output_bias, *blocks]
         sources += [self.features[n].matrix for n in self.output_features]
         key = tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in sources)
         if self._output_tables_cache is None or self._output_tables_cache[0] != key:
             with torch.no_grad():
-                projected = self.output_inputs(None) @ self.output_projection
-                bias = projected[:, -1:]
-                parts = [projected[:, columns] for columns in self._output_columns]
+                item_features = self.output_inputs(None)
+                bias = item_features @ self.output_projection_bias
+                parts = [item_features @ s.output_projection for s in self.subnets]
                 if self.output == "hybrid":
                     bias = bias + self.output_bias
                     parts = [part + block for part, block in zip(parts, blocks)]
@@ -497,12 +500,10 @@ class Network(nn.Module):
             # U x D x H of projecting every row (B = 32 lanes, U = 2k rows, H = 200 units)
             item_features = self.output_inputs(rows.rows)
             caches[_FEATURE_OUTPUT] = item_features
-            from_features = item_features @ self.output_projection[:, -1:]
+            from_features = item_features @ self.output_projection_bias
             bias = from_features if self.output == "features" else bias + from_features
         scores = bias.T
-        for index, (subnet, part, masks) in enumerate(
-            zip(self.subnets, self._hidden_slices, self._subnet_masks(step))
-        ):
+        for subnet, part, masks in zip(self.subnets, self._hidden_slices, self._subnet_masks(step)):
             if subnet.name not in self.active:
                 continue
             dense_parts, projections = [], []
@@ -535,7 +536,7 @@ class Network(nn.Module):
                     id_block = id_block * keep
                 scores = torch.addmm(scores, weighted, id_block.T)
             if item_features is not None:
-                share = weighted @ self.output_projection[:, self._output_columns[index]].T
+                share = weighted @ subnet.output_projection.T
                 query = share if query is None else query + share
             caches[subnet.name] = (layer_caches, last, weighted, masks[0])
         if query is not None:
@@ -560,35 +561,32 @@ class Network(nn.Module):
         from_ids = self.output != "features"
         keep = None if step.row_keep is None else step.row_keep[:, None]
         row_grads = {"bias": grad_bias if keep is None else grad_bias * keep} if from_ids else {}
-        grad_projection, grad_query = None, None
+        grad_query = None
         if self.output != "id":
             item_features = caches[_FEATURE_OUTPUT]
             grad_query = grad_scores @ item_features  # (B, D)
-            # by columns: each subnet's share, then the bias's
-            grad_projection = grad_scores.new_zeros(self.output_projection.shape)
-            grad_projection[:, -1:] = item_features.T @ grad_bias
+            dense["output_projection_bias"] = item_features.T @ grad_bias
         for index, subnet in enumerate(self.subnets):
             if subnet.name not in self.active:
                 continue
             block_key = f"block:{subnet.name}"
             layer_caches, last, weighted, input_mask = caches[subnet.name]
             trains = subnet.name in self.trainable
-            columns = self._output_columns[index]
+            prefix = f"subnets.{index}."
             if trains or self.output_blocks_always:
                 if from_ids:
                     grad_block = grad_scores.T @ weighted
                     row_grads[block_key] = grad_block if keep is None else grad_block * keep
                 if grad_query is not None:
-                    grad_projection[:, columns] = grad_query.T @ weighted
+                    dense[prefix + "output_projection"] = grad_query.T @ weighted
             if not trains:
                 continue
-            prefix = f"subnets.{index}."
             grad_weighted = None
             if from_ids:
                 id_block = gathered[block_key] if keep is None else gathered[block_key] * keep
                 grad_weighted = grad_scores @ id_block
             if grad_query is not None:
-                share = grad_query @ self.output_projection[:, columns]
+                share = grad_query @ subnet.output_projection
                 grad_weighted = share if grad_weighted is None else grad_weighted + share
             if isinstance(subnet.weight, nn.Parameter):
                 dense[prefix + "weight"] = (grad_weighted * last).sum()
@@ -632,8 +630,6 @@ class Network(nn.Module):
                 else:
                     grad_bag = grad_projected
                 row_grads[f"bag:{subnet.name}:{name}"] = bag_gradient(grad_bag, step.bags[name])
-        if grad_projection is not None:
-            dense["output_projection"] = grad_projection
         return dense, row_grads
 
     def _apply_updates(

@@ -118,3 +118,58 @@ def test_prnn_train_init_on_the_command_line(tmp_path, capsys):
     assert "holds a gru4rec model; --model says prnn" in capsys.readouterr().err
     assert main(["train", str(new_csv), "--out", str(tmp_path / "x.prnn")]) == 2
     assert "--model is required" in capsys.readouterr().err
+
+
+def test_init_adapts_the_optimiser_state_to_a_changed_momentum():
+    without = GRU4Rec(**{**SMALL, "momentum": 0.0}).fit(OLD, keep_optimizer_state=True)
+    assert not any("momentum" in name for name in without.optimizer_state_)
+    continued = GRU4Rec(**{**SMALL, "momentum": 0.3}).fit(
+        NEW, init=without, keep_optimizer_state=True
+    )
+    assert any("momentum" in name for name in continued.optimizer_state_)
+    again = GRU4Rec(**{**SMALL, "momentum": 0.0}).fit(NEW, init=continued)
+    assert again.n_items == 6
+
+
+def test_init_keeps_the_trained_models_subnet_order():
+    from prnn.bundled import example_toys_folder
+    from prnn.features import read_features
+    from prnn.models import PRNN
+
+    folder = example_toys_folder()
+    events = read_events(folder / "sequences.csv.gz", session_col="seq_id", time_col="none")
+    image = read_features(folder / "clip_image.npz")
+    shifted = type(image)(image.item_ids, image.values[:, ::-1].copy(), source="shifted")
+    settings = {"layers": (8,), "feature_layers": (8,), "n_epochs": 1, "n_sample": 16}
+    old = PRNN(**settings).fit(events, features={"a": image, "b": shifted})
+    # the same sets given the other way round: each subnet continues with its own weights
+    continued = PRNN(**{**settings, "learning_rate": 1e-12, "momentum": 0.0}).fit(
+        events, features={"b": shifted, "a": image}, init=old
+    )
+    assert list(continued.network.features) == ["a", "b"]
+    for name, tensor in old.network.state_dict().items():
+        torch.testing.assert_close(continued.network.state_dict()[name], tensor, msg=name)
+    with pytest.raises(ConfigError, match="reads the feature sets a, b"):
+        PRNN(**settings).fit(events, features={"a": image}, init=old)
+
+
+def test_added_items_grow_the_kept_optimiser_state(tmp_path):
+    from prnn.bundled import example_toys_folder
+    from prnn.cold_start import hold_out_items
+    from prnn.features import read_features
+    from prnn.models import PRNN
+
+    folder = example_toys_folder()
+    events = read_events(folder / "sequences.csv.gz", session_col="seq_id", time_col="none")
+    image = read_features(folder / "clip_image.npz")
+    warm, held = hold_out_items(events, 0.1, seed=0)
+    settings = {"layers": (8,), "feature_layers": (8,), "n_epochs": 1, "n_sample": 16}
+    model = PRNN(**settings, output="hybrid").fit(
+        warm, features={"image": image}, keep_optimizer_state=True
+    )
+    model.add_items({"image": image})
+    tables = [b for n, b in model.optimizer_state_.items() if n.startswith("table_accumulator")]
+    assert any(len(b) == model.n_items for b in tables)
+    model.save(tmp_path / "m.prnn", optimizer_state=True)
+    loaded = SessionRecommender.load(tmp_path / "m.prnn")
+    PRNN(**settings, output="hybrid").fit(events, features={"image": image}, init=loaded)

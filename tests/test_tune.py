@@ -55,6 +55,15 @@ def test_tune_writes_the_best_settings_and_continues_its_study(logs, tmp_path, c
     model = tmp_path / "m.prnn"
     assert main(["-q", "train", str(train), "--model", "gru4rec", "--config", str(out),
                  "--out", str(model), "--no-compile"]) == 0  # fmt: skip
+    # the continued study drew new settings, not its first ones again
+    import optuna
+
+    trials = optuna.load_study(study_name="gru4rec-gru4rec-xe", storage=f"sqlite:///{study}").trials
+    assert trials[2].params != trials[0].params
+    # another metric is another search: refused, the study file names it
+    capsys.readouterr()
+    assert main([*command, "--trials", "4", "--metric", "recall@20"]) == 2
+    assert "another search (metric: study 'mrr@20', now 'recall@20')" in capsys.readouterr().err
     # a file prnn tune did not write is not replaced
     other = tmp_path / "mine.toml"
     other.write_text("layers = [1]\n")

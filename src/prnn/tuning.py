@@ -12,6 +12,7 @@ trials asked for in all), and a killed search loses only the trial in progress.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,10 +21,11 @@ from typing import Any
 
 from prnn.config import build_config
 from prnn.data import EventLog
-from prnn.errors import ConfigError
+from prnn.errors import ConfigError, TrainingError
 from prnn.evaluation import evaluate
 from prnn.features import FeatureMatrix
 from prnn.models import MODELS
+from prnn.models.recurrent import VALID_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,8 @@ def run_study(
 
     if space not in SPACES:
         raise ConfigError(f"unknown search space {space!r}; choose from {', '.join(SPACES)}")
+    if metric not in VALID_METRICS:
+        raise ConfigError(f"metric must be one of {', '.join(VALID_METRICS)}; got {metric!r}")
     model_class = MODELS[model]
     n_feature_subnets = len(features or {})
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -139,9 +143,30 @@ def run_study(
         study_name=study_name,
         storage=f"sqlite:///{storage}",
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
         load_if_exists=True,
     )
+    # what the study measures: a continued study must measure the same
+    identity = {
+        "metric": metric,
+        "settings": json.dumps(_jsonable(base_settings), sort_keys=True),
+        "events": f"train {train.n_events} events, valid {valid.n_events} events",
+        "features": ",".join(sorted(features or {})),
+    }
+    if study.trials:
+        differs = [
+            f"{key}: study {study.user_attrs.get(key)!r}, now {value!r}"
+            for key, value in identity.items()
+            if study.user_attrs.get(key) != value
+        ]
+        if differs:
+            raise ConfigError(
+                f"{storage} holds a study of another search ({'; '.join(differs)}); "
+                "give another --study file"
+            )
+    for key, value in identity.items():
+        study.set_user_attr(key, value)
+    # seeded by the trials so far: a continued study draws new settings, not the first ones
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     fields = model_class.config_class.__dataclass_fields__
 
@@ -152,10 +177,12 @@ def run_study(
         config = build_config(model_class.config_class, settings, f"trial {trial.number}")
         fitted = model_class(config)
         options = {"features": features} if fitted.uses_features else {}
-        fitted.fit(train, progress=progress, **options)
+        try:
+            fitted.fit(train, progress=progress, **options)
+        except TrainingError as error:  # e.g. diverged at a high learning rate: a bad draw
+            log.info("trial %d: %s", trial.number, error)
+            raise optuna.TrialPruned(str(error)) from None
         result = evaluate(fitted, valid, cutoffs=(5, 10, 20)).metrics
-        if metric not in result:
-            raise ConfigError(f"metric must be one of {', '.join(result)}; got {metric!r}")
         trial.set_user_attr("settings", _jsonable(settings))
         if on_trial is not None:
             on_trial(trial.number, settings, result[metric])

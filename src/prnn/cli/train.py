@@ -210,7 +210,7 @@ def command_add_items(args: argparse.Namespace) -> int:
     features = read_feature_sets(args.features)
     before = model.n_items
     added = model.add_items(features, neighbours=args.neighbours)
-    model.save(out)
+    model.save(out, optimizer_state=model.optimizer_state_ is not None)
     offered = len({i for f in features.values() for i in f.item_ids.tolist()})
     print(
         f"added {len(added)} items ({offered - len(added)} of the {offered} in the feature "

@@ -86,6 +86,8 @@ def command_tune(args: argparse.Namespace) -> int:
         progress=False,
         on_trial=report,
     )
+    if not any(t.value is not None for t in study.trials):
+        raise ConfigError(f"no trial of {study_path} finished (each diverged?); nothing to write")
     best = study.best_trial
     settings = best.user_attrs["settings"]
     finished = [t for t in study.trials if t.value is not None]

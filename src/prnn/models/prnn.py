@@ -37,7 +37,7 @@ from prnn.data import EventLog, Vocabulary
 from prnn.errors import ConfigError, DataError
 from prnn.features import FeatureMatrix, align_features
 from prnn.models.gru4rec import GRU4RecConfig, network_settings
-from prnn.models.recurrent import RecurrentModel
+from prnn.models.recurrent import RecurrentModel, adapt_optimizer_state
 from prnn.network import ID, FeatureLookup, Network, Phase, SubnetSpec
 from prnn.training import TRAINING_METHODS, n_phases, training_phase
 
@@ -259,6 +259,16 @@ class FeatureModel(RecurrentModel[FeatureModelConfig]):
         ``compile`` (see ``RecurrentModel._train``)."""
         features = features or {}
         names = self._feature_names(list(features))
+        init = training_options.get("init")
+        if init is not None:
+            # the subnets in the trained model's order, whatever the order given now
+            trained = list(init._fitted_network().features)
+            if sorted(trained) != sorted(names):
+                raise ConfigError(
+                    f"init: the trained model reads the feature sets {', '.join(trained)}; "
+                    f"this training reads {', '.join(names)}"
+                )
+            names = trained
         lookups = {}
         self.feature_report_ = {}
         for name in names:
@@ -365,25 +375,32 @@ class FeatureModel(RecurrentModel[FeatureModelConfig]):
             if id(tensor) in item_tables and ".bag_" not in name
         }
         new_rows = torch.from_numpy(merged.index(added))
-        similar = (
-            _most_alike(grown.output_inputs(None), old_rows, new_rows, neighbours)
-            if neighbours > 0
-            else None
-        )
+        vectors = grown.output_inputs(None)
+        # new items without output features have no neighbours: their ID rows stay zero
+        described = new_rows[vectors[new_rows].abs().sum(dim=1) > 0]
+        similar = _most_alike(vectors, old_rows, described, neighbours) if neighbours > 0 else None
         with torch.no_grad():
             for name, tensor in grown.state_dict().items():
                 if name.startswith("features."):
                     continue  # built from the merged feature rows above
                 if name in item_table_names:
-                    old = old_state[name].detach()
+                    old = old_state[name].detach().cpu()
                     tensor.zero_()
                     tensor[old_rows] = old
                     if similar is not None:
-                        tensor[new_rows] = old[similar].mean(dim=1)
+                        tensor[described] = old[similar].mean(dim=1)
                 else:
                     tensor.copy_(old_state[name].detach())
         grown.set_phase(None)
         self.network = grown.to(self.device)
+        if self.optimizer_state_ is not None:  # kept for continued training: grown alike
+            self.optimizer_state_ = adapt_optimizer_state(
+                self.optimizer_state_,
+                grown,
+                old_rows,
+                len(merged),
+                momentum=self.config.momentum > 0,
+            )
         return added
 
     def _merged_lookup(
@@ -397,12 +414,12 @@ class FeatureModel(RecurrentModel[FeatureModelConfig]):
         """Feature set ``name`` addressed by ``merged``: the model's rows for its items, the
         ``given`` rows for the new ones (zero rows for new items it lacks)."""
         if lookup.sparse:
-            indptr, indices = lookup.indptr.numpy(), lookup.indices.numpy()
+            indptr, indices = lookup.indptr.cpu().numpy(), lookup.indices.cpu().numpy()
             rows = sp.csr_matrix(
-                (lookup.values.numpy(), indices, indptr), shape=(len(vocabulary), lookup.dim)
+                (lookup.values.cpu().numpy(), indices, indptr), shape=(len(vocabulary), lookup.dim)
             )
         else:
-            rows = lookup.matrix.numpy()
+            rows = lookup.matrix.cpu().numpy()
         ids = vocabulary.item_ids
         if given is not None:
             if given.dim != lookup.dim:

@@ -45,6 +45,44 @@ def _item_table_names(network) -> list[str]:
     return [names[id(t)] for t in network.item_tables()]
 
 
+def adapt_optimizer_state(
+    state: dict[str, torch.Tensor],
+    network,
+    rows: torch.Tensor,
+    n_items: int,
+    *,
+    momentum: bool,
+) -> dict[str, torch.Tensor] | None:
+    """An optimiser state saved for an earlier catalogue, for ``network`` (same architecture):
+    the buffers of the item-indexed tables moved to ``rows`` of ``n_items`` (new items start at
+    zero, as a fresh optimiser's), momentum buffers added (zero) or dropped as ``momentum``
+    says. None, with a warning, when the dense parameters differ (e.g. learned subnet weights
+    switched on): the optimiser then starts afresh."""
+    dense = list(network.parameters())
+    n_dense = sum(1 for name in state if name.startswith("dense_accumulator."))
+    if n_dense != len(dense) or any(
+        tuple(state[f"dense_accumulator.{i}"].shape) != tuple(p.shape) for i, p in enumerate(dense)
+    ):
+        log.warning("the saved optimiser state does not fit this network: it starts afresh")
+        return None
+    by_rows = [".bag_" not in name for name in _item_table_names(network)]
+    adapted = {}
+    for name, buffer in state.items():
+        kind, index = name.rsplit(".", 1)
+        if kind.endswith("momentum") and not momentum:
+            continue
+        if kind.startswith("table_") and by_rows[int(index)]:
+            grown = buffer.new_zeros((n_items, *buffer.shape[1:]))
+            grown[rows] = buffer.to(grown.device)
+            buffer = grown
+        adapted[name] = buffer
+    if momentum:  # saved without momentum, continued with it: the buffers start at zero
+        for name in [n for n in adapted if "_accumulator." in n]:
+            twin = name.replace("_accumulator.", "_momentum.")
+            adapted.setdefault(twin, torch.zeros_like(adapted[name]))
+    return adapted
+
+
 class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
     """Base of the models trained by epochs (GRU4Rec and the feature-rich architectures)."""
 
@@ -126,6 +164,8 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
                         events.session_offsets, item_index, session_start_order(events)
                     ),
                     "tensors": {n: list(t.shape) for n, t in network.state_dict().items()},
+                    # a generator's state is device-specific: resume on the same kind
+                    "device": self.device.type,
                 },
             )
         choice = resolve_threads(
@@ -198,17 +238,13 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
                 "optimizer_state=True, or train with --updatable): the optimiser starts afresh"
             )
             return None
-        # the optimiser's tables follow network.item_tables(): the same order in both networks
-        table_rows = [name in by_rows for name in _item_table_names(old)]
-        state = {}
-        for name, buffer in init.optimizer_state_.items():
-            kind, index = name.rsplit(".", 1)
-            if kind.startswith("table_") and table_rows[int(index)]:
-                grown = buffer.new_zeros((len(self.fitted_vocabulary), *buffer.shape[1:]))
-                grown[rows] = buffer
-                buffer = grown
-            state[name] = buffer
-        return state
+        return adapt_optimizer_state(
+            init.optimizer_state_,
+            network,
+            rows,
+            len(self.fitted_vocabulary),
+            momentum=self.config.momentum > 0,
+        )
 
     def _fitted_network(self):
         self.fitted_vocabulary  # noqa: B018 - raises NotFittedError

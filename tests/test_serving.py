@@ -372,6 +372,26 @@ def test_reload_swaps_the_model_and_replays_or_drops_live_sessions(model_files):
     assert client.get("/v1/model").json()["model"] == "pop"
 
 
+def test_a_reload_whose_replay_fails_leaves_the_old_model_and_sessions(model_files, monkeypatch):
+    client = TestClient(create_app(model_files["prnn"], ServeOptions()))
+    clicks = item_ids(client, 3)
+    for item in clicks:
+        client.post("/v1/sessions/live/events", json={"item_id": item})
+
+    def broken(self, state, lanes, sequences):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(ServedModel, "advance_sequences", broken)
+    answer = client.post("/v1/admin/reload", json={"path": str(model_files["gru4rec"])})
+    assert answer.status_code == 400 and "still serving the previous model" in answer.text
+    monkeypatch.undo()
+    assert client.get("/v1/model").json()["model"] == "prnn"
+    assert client.get("/v1/sessions/live").json()["clicks"] == clicks
+    after = client.post("/v1/sessions/live/events", json={"item_id": clicks[0], "k": 4}).json()
+    replay = client.post("/v1/recommend", json={"items": [*clicks, clicks[0]], "k": 4}).json()
+    assert after["model"] == "prnn" and after["items"] == replay["items"]
+
+
 def test_reload_does_not_fail_requests_in_flight(model_files):
     client = TestClient(create_app(model_files["prnn"], ServeOptions()))
     items = item_ids(client, 5)

@@ -15,6 +15,14 @@ def _current_umask() -> int:
     return mask
 
 
+def _fsync(name: str) -> None:
+    descriptor = os.open(name, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block succeeds it replaces ``path``.
@@ -28,6 +36,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(handle)
     try:
         yield Path(temp_name)
+        # on disk before it takes the target's name: a power cut leaves the old file or the new
+        _fsync(temp_name)
         # mkstemp creates 0600 files; give the result the permissions a plain open() would
         os.chmod(temp_name, 0o666 & ~_current_umask())
         os.replace(temp_name, path)

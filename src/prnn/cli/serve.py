@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import threading
@@ -66,6 +67,10 @@ def command_serve(args: argparse.Namespace) -> int:
 
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, reload_on_hangup)
+    # the libraries and the model loaded by now live as long as the process: out of the
+    # collector's full passes with them, which otherwise walk their ~300k objects and stop
+    # every thread for ~120 ms a few times a minute under load (docs/serving.md)
+    gc.freeze()
     log.info("serving %s on http://%s:%d (API: /docs, demo: /)", model_path, args.host, args.port)
     uvicorn.run(
         app,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import gc
 import ipaddress
 import json
 import logging
@@ -443,8 +442,4 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None) -> F
 
     if options.max_body_bytes:
         app.add_middleware(BodyLimit, max_bytes=options.max_body_bytes)
-    # the libraries and the model loaded by now live as long as the process: out of the
-    # collector's full passes with them, which otherwise walk their ~300k objects and stop
-    # every thread for ~120 ms a few times a minute under load
-    gc.freeze()
     return app

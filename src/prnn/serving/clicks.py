@@ -244,21 +244,24 @@ class ClickEngine:
     def swap(self, new: ServedModel, sessions: list[LiveSession], n_lanes: int) -> None:
         """(In the engine's thread.) Serve ``new``: a fresh state whose lanes replay the given
         sessions' known clicks side by side; clicks the new model does not know are dropped
-        from the sessions."""
+        from the sessions. If the replay fails, nothing changes (the old model stays)."""
         state = new.new_state(max(self._capacity, n_lanes))
         replayed = []
         for session in sessions:
             indices = new.indices(session.clicks)
             keep = indices >= 0
-            session.clicks = [c for c, k in zip(session.clicks, keep.tolist()) if k]
-            session.item_indices = indices[keep].tolist()
-            session.started = True
-            replayed.append(session)
+            clicks = [c for c, k in zip(session.clicks, keep.tolist()) if k]
+            replayed.append((session, clicks, indices[keep].tolist()))
         if replayed:
-            new.advance_sequences(
-                state,
-                np.array([s.lane for s in replayed], dtype=np.int64),
-                [s.item_indices for s in replayed],
-            )
+            try:
+                new.advance_sequences(
+                    state,
+                    np.array([s.lane for s, _, _ in replayed], dtype=np.int64),
+                    [indices for _, _, indices in replayed],
+                )
+            except Exception as error:  # noqa: BLE001 - any failure leaves the old model
+                raise PrnnError(f"replaying the live sessions failed: {error}") from error
+        for session, clicks, indices in replayed:
+            session.clicks, session.item_indices, session.started = clicks, indices, True
         self.served, self.state = new, state
         self._capacity = max(self._capacity, n_lanes)

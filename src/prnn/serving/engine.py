@@ -93,12 +93,19 @@ class ServedModel:
     def advance_sequences(self, state, lanes: np.ndarray, sequences: list) -> None:
         """Advance each of ``lanes`` through its sequence of item indices, the lanes side by
         side: one batched step per position (a batch of stateless sessions, or the live
-        sessions replayed on a model swapped in)."""
-        longest = max((len(s) for s in sequences), default=0)
-        for position in range(longest):
-            rows = [b for b in range(len(sequences)) if len(sequences[b]) > position]
-            items = np.array([sequences[b][position] for b in rows], dtype=np.int64)
-            self.advance(state, lanes[rows], items)
+        sessions replayed on a model swapped in). Longest first, so that the lanes still going
+        at a position are a prefix: O(total clicks), not sessions x longest session."""
+        if not sequences:
+            return
+        lengths = np.array([len(s) for s in sequences])
+        order = np.argsort(-lengths, kind="stable")
+        lanes = np.asarray(lanes, dtype=np.int64)[order]
+        ordered = [sequences[i] for i in order.tolist()]
+        ascending = np.sort(lengths)
+        for position in range(int(lengths.max())):
+            count = len(lengths) - int(np.searchsorted(ascending, position, side="right"))
+            items = np.array([ordered[row][position] for row in range(count)], dtype=np.int64)
+            self.advance(state, lanes[:count], items)
 
     def scoring_work(self) -> float | None:
         """Multiply-adds of scoring one session against all items (None: not a matrix

@@ -128,3 +128,9 @@ def is_sqlite_database(path: Path) -> bool:
             return handle.read(16) == b"SQLite format 3\x00"
     except OSError:
         return False
+
+
+def is_synth_report(path: Path) -> bool:
+    """``synth.json`` written by ``prnn synth``."""
+    data = _read_json(path)
+    return isinstance(data, dict) and {"spec", "events", "items"} <= data.keys()

@@ -276,6 +276,27 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
     recommend.set_defaults(handler="prnn.cli.evaluate:command_recommend")
 
+    synth = commands.add_parser(
+        "synth",
+        parents=[common],
+        help="write a synthetic click log (and item features) at a given scale",
+        description="Power-law item popularity, rsc15-like session lengths, a Markov chain "
+        "over item clusters for the next click, and optional sparse text / dense image "
+        "features that share structure within a cluster (docs/scale.md). Writes "
+        "events.parquet (session_id, item_id, timestamp), text.npz, image.npz and synth.json.",
+    )
+    synth.add_argument("--items", type=int, required=True, help="catalogue size")
+    synth.add_argument("--events", type=int, required=True, help="clicks, about")
+    synth.add_argument("--text-width", type=int, default=0, help="sparse text columns (0: none)")
+    synth.add_argument(
+        "--text-nnz", type=int, default=20, help="non-zeros per item's text row (default: 20)"
+    )
+    synth.add_argument("--image-dim", type=int, default=0, help="image vector size (0: none)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    synth.add_argument("--out", required=True, help="output folder")
+    add_force(synth, "files of the same names that prnn synth did not write")
+    synth.set_defaults(handler="prnn.cli.synth:command_synth")
+
     tune = commands.add_parser(
         "tune",
         parents=[common],

@@ -170,3 +170,16 @@ def test_cold_items_are_ranked_far_above_random_and_hybrid_keeps_warm_accuracy(t
     assert id_only.cold_recall is None
     assert features.cold_recall > 3 * random_recall
     assert hybrid_row.warm_mrr > 0.95 * id_only.warm_mrr
+
+
+def test_evaluation_in_bounded_passes_gives_the_same_metrics(toys, hybrid, monkeypatch):
+    """A catalogue too large for all lanes' scores at once is scored a few lanes at a time."""
+    import prnn.evaluation
+
+    events = toys[0]
+    whole = evaluate(hybrid, events, cutoffs=(5, 20))
+    monkeypatch.setattr(prnn.evaluation, "SCORE_BUDGET", 3 * hybrid.n_items)
+    passes = evaluate(hybrid, events, cutoffs=(5, 20))
+    assert passes.n_events == whole.n_events
+    for name, value in whole.metrics.items():
+        assert passes.metrics[name] == pytest.approx(value, rel=1e-6), name

@@ -35,6 +35,10 @@ from prnn.protocol import (
 )
 from prnn.threads import resolve_threads, using_threads
 
+#: the most scores held at once while evaluating (32M floats, 128 MB): lanes are scored in
+#: passes of SCORE_BUDGET // candidates
+SCORE_BUDGET = 1 << 25
+
 
 def target_ranks(
     scores: torch.Tensor, targets: torch.Tensor, ties: TiePolicy = DEFAULT_TIES
@@ -289,11 +293,16 @@ def _evaluate(
         model.advance(state, lanes, steps.inputs[pointers])
         targets = steps.targets[pointers]
         scored = targets >= 0
-        if scored.any():
-            scores = model.score(state, lanes[scored], candidate_set.indices)
+        # scored a few lanes at a time: at most SCORE_BUDGET scores in memory (a million
+        # candidates x 256 lanes would be 1 GB)
+        per_pass = max(1, SCORE_BUDGET // max(1, len(candidate_set)))
+        scored_lanes, scored_targets = lanes[scored], targets[scored]
+        for start in range(0, len(scored_lanes), per_pass):
+            part = slice(start, start + per_pass)
+            scores = model.score(state, scored_lanes[part], candidate_set.indices)
             if torch.isnan(scores).any():
                 raise PrnnError(f"{model.name} produced NaN scores; the model is broken")
-            columns = candidate_set.column_of_item[targets[scored]]
+            columns = candidate_set.column_of_item[scored_targets[part]]
             inside = columns >= 0
             n_outside += int((~inside).sum())
             device = scores.device

@@ -89,10 +89,10 @@ class FeatureModelConfig(GRU4RecConfig):
     embedding > 0 (or one-hot)."""
     output_features: tuple[str, ...] = ()
     """output=features/hybrid: the dense feature sets projected; () = every dense one used."""
-    output_id_dropout: float = 0.2
+    output_id_dropout: float = 0.5
     """output=hybrid: the probability that an item's ID output part is left out of a training
     step, so that its features learn to score it alone, as they must for items added later
-    (0.2 beat 0 and 0.5 on amazon_toys_mm for warm and cold items alike: docs/cold_start.md)."""
+    (0.5 beat 0 and 0.2 on amazon_toys_mm for warm and cold items alike: docs/cold_start.md)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

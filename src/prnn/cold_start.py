@@ -53,8 +53,10 @@ def cold_start_models(base: dict) -> list[tuple[str, str, object]]:
     """(label, output, model) for ID only, p-RNN output=features and p-RNN output=hybrid."""
     width = base.get("layers", (100,))[-1]
     features_only = {"constrained_embedding": False, "embedding": width}
+    id_fields = GRU4Rec.config_class.__dataclass_fields__
+    id_base = {k: v for k, v in base.items() if k in id_fields}  # e.g. without output_id_dropout
     return [
-        ("ID only (GRU4Rec)", "id", GRU4Rec(build_config(GRU4Rec.config_class, base, "base"))),
+        ("ID only (GRU4Rec)", "id", GRU4Rec(build_config(GRU4Rec.config_class, id_base, "base"))),
         (
             "p-RNN, output=features",
             "features",

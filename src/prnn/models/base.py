@@ -150,7 +150,7 @@ class SessionRecommender(ABC, Generic[ConfigT, StateT]):
             self.advance(state, lane, np.array([item], dtype=np.int64))
         scores = self.score(state, lane)[0]
         top = torch.topk(scores, min(k, len(scores)))
-        ids = vocabulary.ids(top.indices.numpy())
+        ids = vocabulary.ids(top.indices.cpu().numpy())
         return [(item, float(s)) for item, s in zip(ids.tolist(), top.values.tolist())]
 
     # ---- persistence ------------------------------------------------------------------------

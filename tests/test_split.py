@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from prnn.data import SECONDS_PER_DAY, EventLog, split_by_time
+from prnn.data import SECONDS_PER_DAY, EventLog, read_events, split_by_time
 from prnn.errors import DataError
 
 DAY = SECONDS_PER_DAY
@@ -83,3 +85,67 @@ def test_random_split_by_session_is_seeded_and_counts_drops():
     assert np.array_equal(train.session_ids, again.session_ids)
     assert set(train.session_ids.tolist()).isdisjoint(test.session_ids.tolist())
     assert "random (20% of sessions, seed 3)" in report.lines()[0]
+
+
+# ---- the streaming split (prnn split --low-memory) ----------------------------------------------
+
+
+@pytest.mark.parametrize("support, split_by", [(1, "end"), (5, "start")])
+def test_the_streaming_split_equals_the_in_memory_one(tmp_path, support, split_by):
+    from pathlib import Path
+
+    from prnn.streaming_split import split_by_time_streaming
+
+    path = Path(__file__).resolve().parents[2] / "shared/data/rsc15_100k/events.csv.gz"
+    report = split_by_time_streaming(
+        path, tmp_path, 1.0, split_by=split_by, min_item_support=support
+    )
+    train, test, expected = split_by_time(
+        read_events(path), 1.0, split_by=split_by, min_item_support=support
+    )
+    assert report == expected
+    for name, log in (("train.csv", train), ("test.csv", test)):
+        written = read_events(tmp_path / name)
+        key = lambda e: sorted(  # noqa: E731
+            zip(e.session_ids.astype(str), e.item_ids.astype(str), e.timestamps)
+        )
+        assert key(written) == key(log)
+
+
+def test_prnn_split_low_memory_and_its_errors(tmp_path, capsys):
+    from prnn.cli import main
+
+    log = tmp_path / "log.csv"
+    log.write_text(
+        "session_id,item_id,timestamp,kind\n"
+        + "".join(
+            f"{s},{i},{s * 100000 + i},{'a' if s % 2 else 'b'}\n"
+            for s in range(1, 9)
+            for i in range(3)
+        )
+    )
+    out = tmp_path / "split"
+    args = ["-q", "split", str(log), "--test-days", "1", "--out-dir", str(out), "--low-memory"]
+    assert main(args) == 0
+    summary = json.loads((out / "split.json").read_text())
+    assert summary["train_events"] + summary["test_events"] == 24
+    assert main([*args, "--where", "kind=a", "--force"]) == 0
+    assert json.loads((out / "split.json").read_text())["train_sessions"] <= 4
+    bad = tmp_path / "bad.csv"
+    bad.write_text("session_id,item_id,timestamp\n1,2,3\n1,3,soon\n")
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "split",
+                str(bad),
+                "--test-days",
+                "1",
+                "--out-dir",
+                str(tmp_path / "b"),
+                "--low-memory",
+            ]
+        )
+        == 2
+    )
+    assert "column 'timestamp' has 1 empty or non-numeric value(s)" in capsys.readouterr().err

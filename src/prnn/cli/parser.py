@@ -131,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="drop shorter sessions, before splitting and from test after it (default: 2)",
     )
+    split.add_argument(
+        "--low-memory",
+        action="store_true",
+        help="stream the log through Polars instead of loading it: memory bounded by the "
+        "sessions and items, not the events (for logs of tens of millions of events); the "
+        "outputs are not sorted",
+    )
     add_force(split, "train.csv, test.csv or split.json that are not an earlier split")
     add_event_columns(split)
     split.set_defaults(handler="prnn.cli.split:command_split")

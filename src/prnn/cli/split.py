@@ -27,16 +27,32 @@ def command_split(args: argparse.Namespace) -> int:
     )
     parse_where(args)
     input_file(args.events, "", "event file")
-    events = read_events_from_args(args.events, args)
-    train, test, report = split_by_time(
-        events,
-        args.test_days,
-        split_by=args.split_by,
-        min_item_support=args.min_item_support,
-        min_session_length=args.min_session_length,
-    )
-    write_events(train, out_dir / "train.csv")
-    write_events(test, out_dir / "test.csv")
+    if args.low_memory:
+        from prnn.streaming_split import split_by_time_streaming
+
+        report = split_by_time_streaming(
+            args.events,
+            out_dir,
+            args.test_days,
+            session_col=args.session_col,
+            item_col=args.item_col,
+            time_col=args.time_col,
+            where=parse_where(args),
+            split_by=args.split_by,
+            min_item_support=args.min_item_support,
+            min_session_length=args.min_session_length,
+        )
+    else:
+        events = read_events_from_args(args.events, args)
+        train, test, report = split_by_time(
+            events,
+            args.test_days,
+            split_by=args.split_by,
+            min_item_support=args.min_item_support,
+            min_session_length=args.min_session_length,
+        )
+        write_events(train, out_dir / "train.csv")
+        write_events(test, out_dir / "test.csv")
     summary = {key: value for key, value in vars(report).items()}
     atomic_write_bytes(out_dir / "split.json", json.dumps(summary, indent=2).encode())
     for line in report.lines():

@@ -50,6 +50,18 @@ class SessionParallelSchedule:
     def n_targets(self) -> int:
         return len(self.input_positions)
 
+    def first_steps(self, n_steps: int) -> SessionParallelSchedule:
+        """This schedule cut after ``n_steps`` steps (the later targets counted as unused)."""
+        if n_steps >= self.n_steps:
+            return self
+        kept = int(self.step_offsets[n_steps])
+        return SessionParallelSchedule(
+            input_positions=self.input_positions[:kept],
+            step_offsets=self.step_offsets[: n_steps + 1],
+            lane_changes={k: v for k, v in self.lane_changes.items() if k < n_steps},
+            n_unused_targets=self.n_unused_targets + self.n_targets - kept,
+        )
+
 
 def session_parallel_schedule(
     session_offsets: np.ndarray,

@@ -227,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also checkpoint every N minutes, mid-epoch (default: at the end of each epoch)",
     )
+    epochs.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel training under torchrun (e.g. torchrun --nproc_per_node 2 -m prnn "
+        "train ... --distributed): each process trains on its share of the sessions and the "
+        "gradients are averaged every step (gloo on CPU, NCCL with --device cuda); process 0 "
+        "logs and writes the model",
+    )
     add_event_columns(train)
     train.set_defaults(handler="prnn.cli.train:command_train")
 

@@ -91,6 +91,7 @@ def check_training_flags(args: argparse.Namespace) -> None:
             ("--init", args.init is not None),
             ("--updatable", args.updatable),
             ("--checkpoint-minutes", args.checkpoint_minutes is not None),
+            ("--distributed", args.distributed),
         )
         if given
     ]
@@ -99,6 +100,10 @@ def check_training_flags(args: argparse.Namespace) -> None:
             f"{', '.join(asked)} only apply to models trained by epochs; {args.model} is not"
         )
     check_at_least(args.patience, "--patience", 0)
+    if args.distributed and (args.resume or args.checkpoint_minutes is not None):
+        raise ConfigError(
+            "--distributed writes no checkpoints: --resume and --checkpoint-minutes do not apply"
+        )
     if args.checkpoint_minutes is not None and not args.checkpoint_minutes > 0:
         raise ConfigError(f"--checkpoint-minutes must be > 0; got {args.checkpoint_minutes}")
     if args.valid is not None:
@@ -161,11 +166,26 @@ def command_train(args: argparse.Namespace) -> int:
             )
     model = build_model(args, None if init is None else config_to_dict(init.config))
     check_device(args.device)
+    distributed = None
+    if args.distributed:
+        from prnn.training import DistributedTraining
+
+        distributed, args.device = DistributedTraining.from_environment(args.device)
+        if not distributed.is_main:  # one log and one progress bar: process 0's
+            logging.getLogger().setLevel(logging.ERROR)
+            args.quiet = True
     log.info(settings_line(model, args.verbose))
     events = read_events_from_args(args.train, args)
     options = training_options(args, model)
     checkpoint = None
-    if model.trains_by_epochs:
+    if distributed is not None:
+        options["distributed"] = distributed
+        log.info(
+            "distributed training: %d processes, each on one session in %d",
+            distributed.world_size,
+            distributed.world_size,
+        )
+    elif model.trains_by_epochs:
         from prnn.training import Checkpointing
 
         checkpoint = Checkpointing(
@@ -185,6 +205,12 @@ def command_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     model.fit(events, progress=not args.quiet, **options)
     seconds = time.perf_counter() - started
+    if distributed is not None:
+        import torch.distributed
+
+        torch.distributed.destroy_process_group()
+        if not distributed.is_main:
+            return 0  # the same model as process 0's: it writes it
     model.save(out, optimizer_state=args.updatable)
     if checkpoint is not None:
         checkpoint_file.unlink(missing_ok=True)  # the model is written: nothing to resume

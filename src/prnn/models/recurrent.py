@@ -23,6 +23,7 @@ from prnn.models.base import ConfigT, SessionRecommender
 from prnn.threads import resolve_threads, using_threads
 from prnn.training import Checkpointing, session_start_order, train_session_parallel
 from prnn.training.checkpoint import events_fingerprint
+from prnn.training.distributed import DistributedTraining
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
         checkpoint: Checkpointing | None = None,
         init: RecurrentModel | None = None,
         keep_optimizer_state: bool = False,
+        distributed: DistributedTraining | None = None,
         **schedule,
     ) -> None:
         """Initialise ``network`` from the config's seed, put it on ``device`` and train it.
@@ -129,7 +131,9 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
         training state every epoch, resume from it); ``init``: a trained model of the same kind
         and shape to continue from (its weights; its optimiser state when it kept one; new
         items get fresh rows); ``keep_optimizer_state``: keep the optimiser's buffers in
-        ``optimizer_state_`` (for ``save(..., optimizer_state=True)``);
+        ``optimizer_state_`` (for ``save(..., optimizer_state=True)``); ``distributed``: this
+        process's place in a data-parallel training (``prnn.training.distributed``; the process
+        group set up, e.g. by ``DistributedTraining.from_environment()`` under torchrun);
         ``schedule``: the p-RNN's ``phase``, ``n_phases`` and ``n_epochs``.
         """
         if valid is not None and not callable(valid):
@@ -194,6 +198,7 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
                 checkpoint=checkpoint,
                 optimizer_state=optimizer_state,
                 optimizer_out=optimizer_out,
+                distributed=distributed,
                 **schedule,
             )
         self.optimizer_state_ = optimizer_out or None

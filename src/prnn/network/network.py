@@ -632,35 +632,51 @@ class Network(nn.Module):
                 row_grads[f"bag:{subnet.name}:{name}"] = bag_gradient(grad_bag, step.bags[name])
         return dense, row_grads
 
+    def _row_updates(
+        self, step: StepBatch, row_grads: dict[str, torch.Tensor]
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(item table, distinct rows, their gradient) of every table the step updates."""
+        rows = step.rows
+        updates = []
+
+        def add(table, table_rows, grad, touched=None):
+            if touched is not None:
+                table_rows, grad = table_rows[touched], grad[touched]
+            updates.append((table, table_rows, grad))
+
+        for subnet in self.subnets:
+            block_key = f"block:{subnet.name}"
+            if f"id:{subnet.name}" in row_grads:
+                add(subnet.id_table, rows.input_rows, row_grads[f"id:{subnet.name}"])
+            for name in subnet.sparse_inputs:
+                key = f"bag:{subnet.name}:{name}"
+                if key in row_grads:
+                    add(subnet.bag_table(name), step.bags[name].columns, row_grads[key])
+            if block_key in row_grads:
+                # a trained constrained ID block is also the input table: every row it read
+                # moves; otherwise only the outputs' rows, as the reference's tables
+                reads_inputs = subnet.id_mode == "constrained" and subnet.name in self.trainable
+                touched = None if reads_inputs else rows.bias_touched
+                add(subnet.output_weight, rows.rows, row_grads[block_key], touched)
+        if "bias" in row_grads:
+            add(self.output_bias, rows.rows, row_grads["bias"], rows.bias_touched)
+        return updates
+
     def _apply_updates(
         self,
         optimizer,
         step: StepBatch,
         dense: dict[str, torch.Tensor],
         row_grads: dict[str, torch.Tensor],
+        exchange=None,
     ) -> None:
-        optimizer.step_dense([dense.get(name) for name in self.parameter_names])
-        rows = step.rows
-        for subnet in self.subnets:
-            block_key = f"block:{subnet.name}"
-            if f"id:{subnet.name}" in row_grads:
-                optimizer.step_rows(
-                    subnet.id_table, rows.input_rows, row_grads[f"id:{subnet.name}"]
-                )
-            for name in subnet.sparse_inputs:
-                key = f"bag:{subnet.name}:{name}"
-                if key in row_grads:
-                    optimizer.step_rows(
-                        subnet.bag_table(name), step.bags[name].columns, row_grads[key]
-                    )
-            if block_key in row_grads:
-                # a trained constrained ID block is also the input table: every row it read
-                # moves; otherwise only the outputs' rows, as the reference's tables
-                reads_inputs = subnet.id_mode == "constrained" and subnet.name in self.trainable
-                touched = None if reads_inputs else rows.bias_touched
-                optimizer.step_rows(subnet.output_weight, rows.rows, row_grads[block_key], touched)
-        if "bias" in row_grads:
-            optimizer.step_rows(self.output_bias, rows.rows, row_grads["bias"], rows.bias_touched)
+        dense_grads = [dense.get(name) for name in self.parameter_names]
+        row_updates = self._row_updates(step, row_grads)
+        if exchange is not None:  # data-parallel: the gradients averaged over the processes
+            dense_grads, row_updates = exchange(dense_grads, row_updates)
+        optimizer.step_dense(dense_grads)
+        for table, rows, grad in row_updates:
+            optimizer.step_rows(table, rows, grad)
 
     def _step_arithmetic(
         self,
@@ -669,13 +685,14 @@ class Network(nn.Module):
         value_and_gradient,
         prepared: tuple[torch.Tensor, ...],
         optimizer,
+        exchange=None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``train_step``'s arithmetic: forward, backward and the optimiser's updates."""
         gathered = self.gather_rows(step)
         scores, new_hidden, caches = self.forward_train(step, hidden, gathered)
         loss, grad_scores = value_and_gradient(scores, *prepared)
         dense, row_grads = self.backward(step, gathered, caches, grad_scores)
-        self._apply_updates(optimizer, step, dense, row_grads)
+        self._apply_updates(optimizer, step, dense, row_grads, exchange)
         return loss, new_hidden
 
     @torch.no_grad()
@@ -686,6 +703,7 @@ class Network(nn.Module):
         loss,
         optimizer,
         compiled: bool = False,
+        exchange=None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One training step with a hand-written backward pass; returns (loss, new hidden).
 
@@ -694,8 +712,14 @@ class Network(nn.Module):
         from ``prnn.training.step_plan``; ``loss`` is a step loss of ``prnn.training``
         (``prepared`` + ``value_and_gradient``). ``compiled=True`` runs the arithmetic through
         ``torch.compile``: plain arithmetic on tensors whose shapes vary from step to step,
-        with no scatter over repeated indices.
+        with no scatter over repeated indices. ``exchange(dense grads, row updates)``: returns
+        the gradients to apply instead (data-parallel training averages them over the
+        processes, ``prnn.training.distributed``); eager only.
         """
+        if exchange is not None:
+            return self._step_arithmetic(
+                step, hidden, loss.value_and_gradient, loss.prepared(step), optimizer, exchange
+            )
         arithmetic = self._step_arithmetic
         if compiled and step.batch > 1:  # a lone lane would cost a recompilation for one step
             if self._compiled_arithmetic is None:

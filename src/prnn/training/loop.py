@@ -26,6 +26,7 @@ from prnn.optim import AdagradMomentum
 from prnn.progress import progress_bar
 from prnn.training.checkpoint import Checkpointing, load_for_resume, save_checkpoint
 from prnn.training.compile import CompileDecision, compile_settings
+from prnn.training.distributed import DistributedTraining
 from prnn.training.step_loss import make_step_loss
 from prnn.training.step_plan import CHUNK_STEPS, plan_steps
 
@@ -141,8 +142,13 @@ class ChunkPlanner:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _train_step(network, step, hidden, step_loss, optimizer, decision: CompileDecision):
-    """One step, compiled if so decided; a compilation that fails falls back to eager mode."""
+def _train_step(
+    network, step, hidden, step_loss, optimizer, decision: CompileDecision, exchange=None
+):
+    """One step, compiled if so decided; a compilation that fails falls back to eager mode.
+    ``exchange``: the data-parallel gradient exchange (eager)."""
+    if exchange is not None:
+        return network.train_step(step, hidden, step_loss, optimizer, exchange=exchange)
     if decision.compiled:
         try:
             return network.train_step(step, hidden, step_loss, optimizer, compiled=True)
@@ -173,6 +179,7 @@ def train_session_parallel(
     checkpoint: Checkpointing | None = None,
     optimizer_state: dict[str, torch.Tensor] | None = None,
     optimizer_out: dict | None = None,
+    distributed: DistributedTraining | None = None,
 ) -> list[EpochReport]:
     """Train ``network`` for ``config.n_epochs`` epochs; returns per-epoch reports.
 
@@ -195,21 +202,44 @@ def train_session_parallel(
     (and every so many minutes) and, with ``resume``, continue from the last one
     (``prnn.training.checkpoint``). ``optimizer_state``: buffers to start the optimiser from
     (continued training); ``optimizer_out``: a dict that receives the optimiser's buffers at
-    the end. Runs with the caller's intra-op thread count (the models
-    apply the thread policy around it).
+    the end. ``distributed``: this process's place in a data-parallel training
+    (``prnn.training.distributed``): it trains on its shard of the sessions and averages each
+    step's gradients with the other processes (eager step; no checkpoints). Runs with the
+    caller's intra-op thread count (the models apply the thread policy around it).
     """
+    if distributed is not None and checkpoint is not None:
+        raise ConfigError(
+            "distributed training writes no checkpoints: train without checkpoint (--resume, "
+            "--checkpoint-minutes)"
+        )
     min_lanes = 2 if config.n_sample == 0 else 1
+    session_order = session_start_order(events)
+    if distributed is not None:
+        session_order = distributed.shard(session_order)
     schedule: SessionParallelSchedule = session_parallel_schedule(
-        events.session_offsets, session_start_order(events), config.batch_size, min_lanes
+        events.session_offsets, session_order, config.batch_size, min_lanes
     )
-    if schedule.n_targets == 0:
-        raise TrainingError(f"{events.source}: no session has two events; nothing to train on")
     if schedule.n_unused_targets:
         log.info(
             "%d targets at the end of each epoch are not trained on: fewer than %d lanes remain",
             schedule.n_unused_targets,
             min_lanes,
         )
+    if distributed is not None:
+        # every process runs the same number of steps: each exchange needs all of them
+        n_steps = distributed.minimum(schedule.n_steps)
+        if n_steps < schedule.n_steps:
+            log.info(
+                "rank %d: its last %d steps are not trained on (another process's shard has fewer)",
+                distributed.rank,
+                schedule.n_steps - n_steps,
+            )
+        schedule = schedule.first_steps(n_steps)
+        if compile:
+            log.warning("distributed training runs the step eagerly: --compile is ignored")
+        compile = False  # the exchange sits between the backward pass and the update
+    if schedule.n_targets == 0:
+        raise TrainingError(f"{events.source}: no session has two events; nothing to train on")
     item_index_t = torch.from_numpy(item_index.astype(np.int64))
     positions = torch.from_numpy(schedule.input_positions)
     step_inputs = item_index_t[positions].to(device)
@@ -338,6 +368,7 @@ def train_session_parallel(
         n_graphs=n_phases,
         whole_step=step_loss.compiles_whole,
     )
+    exchange = None if distributed is None else distributed.average_gradients
     current_phase = None
     try:
         for epoch in range(start_epoch, n_epochs + 1):
@@ -357,7 +388,7 @@ def train_session_parallel(
                 range(first_step, schedule.n_steps),
                 desc=f"epoch {epoch}/{n_epochs}",
                 unit="batch",
-                enabled=progress,
+                enabled=progress and (distributed is None or distributed.is_main),
             )
             # the compile settings only matter while tracing: on unless the step is decided eager
             with compile_settings(not decision.decided or decision.compiled):
@@ -389,13 +420,17 @@ def train_session_parallel(
                     planned_step = planned[step % CHUNK_STEPS]
                     decision.before_step()
                     loss, hidden = _train_step(
-                        network, planned_step, hidden, step_loss, optimizer, decision
+                        network, planned_step, hidden, step_loss, optimizer, decision, exchange
                     )
                     decision.after_step()
                     loss_sum.add_(loss, alpha=step_offsets[step + 1] - step_offsets[step])
             bar.close()
             seconds = earlier_seconds + time.perf_counter() - started
-            mean_loss = float(loss_sum) / schedule.n_targets
+            n_targets, total_loss = schedule.n_targets, float(loss_sum)
+            if distributed is not None:  # the epoch over every process's shard
+                total_loss, n_targets = distributed.total([total_loss, n_targets])
+                n_targets = int(n_targets)
+            mean_loss = total_loss / n_targets
             if not np.isfinite(mean_loss):
                 raise TrainingError(
                     f"training diverged in epoch {epoch} (loss {mean_loss}); lower learning_rate"
@@ -404,8 +439,8 @@ def train_session_parallel(
                 epoch=epoch,
                 loss=mean_loss,
                 seconds=seconds,
-                n_events=schedule.n_targets,
-                events_per_second=schedule.n_targets / seconds,
+                n_events=n_targets,
+                events_per_second=n_targets / seconds,
             )
             if validate is not None:
                 network.eval()

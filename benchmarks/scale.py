@@ -43,7 +43,8 @@ def child(args: argparse.Namespace) -> None:
     from prnn.features import read_features
     from prnn.models import PRNN, GRU4Rec
 
-    events = read_events(Path(args.data) / "events.parquet")
+    data = Path(args.data)
+    events = read_events(data / "events.parquet" if data.is_dir() else data)
     train, test, _ = split_sessions_randomly(events, 0.05, seed=0)
     if args.model == "gru4rec":
         model = GRU4Rec(**SETTINGS, n_epochs=args.epochs)
@@ -58,6 +59,8 @@ def child(args: argparse.Namespace) -> None:
         "items": model.n_items,
         "train_events_per_s": args.epochs * train.n_events / train_seconds,
         "train_seconds": train_seconds,
+        "epoch_events_per_s": model.history_[-1].events_per_second,
+        "events": events.n_events,
     }
     if args.evaluate:
         started = time.perf_counter()
@@ -84,6 +87,34 @@ def synth(out: Path, items: int, events: int, text_width: int = 0) -> Path:
         SynthSpec(n_items=items, n_events=events, seed=1, text_width=text_width, text_nnz=50), out
     )
     return out
+
+
+RSC15 = Path(__file__).resolve().parents[2] / "shared" / "data" / "rsc15_100k" / "events.csv.gz"
+
+
+def large_run(args: argparse.Namespace) -> int:
+    """One epoch of GRU4Rec on the large log against one on rsc15_100k, each a fresh process."""
+    points = [("rsc15_100k", run_point(RSC15, "gru4rec", 1, False))]
+    points.append((args.large.name, run_point(args.large, "gru4rec", 1, False)))
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = "python benchmarks/scale.py " + " ".join(sys.argv[1:])
+    lines = [
+        f"# {stamp}: `{command.strip()}`",
+        "# GRU4Rec (100 units, batch 32, 2048 samples, cross-entropy), one epoch on 95% of the "
+        "sessions; one thread, eager step; peak memory = the process's maximum resident set",
+        "",
+        "| log | events | items in training | epoch events/s | relative | fit s | peak memory MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    base = points[0][1]["epoch_events_per_s"]
+    for name, p in points:
+        lines.append(
+            f"| {name} | {p['events']:,} | {p['items']:,} | {p['epoch_events_per_s']:,.0f} | "
+            f"{p['epoch_events_per_s'] / base:.2f} | {p['train_seconds']:.0f} | "
+            f"{p['peak_mb']:,.0f} |"
+        )
+    emit_table("\n".join(lines), args.out)
+    return 0
 
 
 def plot(path: Path, catalogue: list[dict], text: list[tuple[int, dict, dict]]) -> None:
@@ -118,6 +149,13 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=300_000, help="clicks per catalogue log")
     parser.add_argument("--text-events", type=int, default=100_000, help="clicks per text log")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--large",
+        type=Path,
+        metavar="DIR",
+        help="instead: the issue's large run, one GRU4Rec epoch on DIR (a prnn synth output, e.g. "
+        "1M items and 10M events) against one on rsc15_100k, events/s and peak memory",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--model", default="gru4rec", help=argparse.SUPPRESS)
@@ -128,6 +166,8 @@ def main() -> int:
         child(args)
         return 0
 
+    if args.large:
+        return large_run(args)
     catalogue, text = [], []
     with tempfile.TemporaryDirectory() as scratch:
         for items in (int(n) for n in args.items.split(",") if n):

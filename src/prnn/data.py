@@ -330,7 +330,8 @@ def read_events(
     time_col: str | None = None,
     where: Mapping[str, str] | None = None,
 ) -> EventLog:
-    """Read a click log from CSV, TSV (optionally ``.gz``) or Parquet.
+    """Read a click log from CSV, TSV (optionally ``.gz``) or Parquet, or a folder of prepared
+    event arrays (``prnn.event_arrays``: memory-mapped, not loaded).
 
     Args:
         path: the file. The separator of a text file is a tab if its header has one, else a comma.
@@ -347,6 +348,18 @@ def read_events(
             missing or non-numeric timestamp, or a missing id.
     """
     path = Path(path)
+    if path.is_dir():
+        from prnn.event_arrays import load_event_arrays
+        from prnn.file_kinds import is_event_arrays
+
+        if not is_event_arrays(path):
+            raise DataError(f"{path}: a folder, not a click log (nor one prepared by prnn prepare)")
+        if where or session_col or item_col or time_col:
+            raise DataError(
+                f"{path}: prepared event arrays have no columns to choose or filter on; "
+                "give --where and the column options to prnn prepare"
+            )
+        return load_event_arrays(path)
     table, is_csv = _read_table(path)
     columns = table.columns
     if table.height == 0:

@@ -134,3 +134,13 @@ def is_synth_report(path: Path) -> bool:
     """``synth.json`` written by ``prnn synth``."""
     data = _read_json(path)
     return isinstance(data, dict) and {"spec", "events", "items"} <= data.keys()
+
+
+#: the marker of a folder of prepared event arrays (``prnn.event_arrays``)
+EVENT_ARRAYS_FORMAT = "prnn-event-arrays"
+
+
+def is_event_arrays(path: str | Path) -> bool:
+    """Whether ``path`` is a folder of event arrays written by ``prnn prepare``."""
+    data = _read_json(Path(path) / "events.json") if Path(path).is_dir() else None
+    return isinstance(data, dict) and data.get("format") == EVENT_ARRAYS_FORMAT

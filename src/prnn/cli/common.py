@@ -8,7 +8,7 @@ import logging
 import re
 from pathlib import Path
 
-from prnn.cli.paths import input_file
+from prnn.cli.paths import input_events, input_file
 from prnn.config import parse_overrides
 from prnn.errors import ConfigError
 
@@ -62,7 +62,7 @@ def read_events_from_args(path: str | Path, args: argparse.Namespace, flag: str 
     """The event log at ``path`` read with the command's column flags (``--where`` too)."""
     from prnn.data import read_events
 
-    input_file(path, flag, "event file")
+    input_events(path, flag, "event file")
     events = read_events(
         path,
         session_col=args.session_col,

@@ -16,7 +16,7 @@ from prnn.cli.common import (
     parse_where,
     read_events_from_args,
 )
-from prnn.cli.paths import input_file, output_file
+from prnn.cli.paths import input_events, input_file, output_file
 from prnn.errors import ConfigError
 from prnn.file_kinds import is_evaluation_json
 from prnn.protocol import parse_candidates
@@ -63,7 +63,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     check_at_least(args.batch_size, "--batch-size")
     parse_where(args)
     input_file(args.model, "", "model file")
-    input_file(args.test, "", "event file")
+    input_events(args.test, "", "event file")
     check_device(args.device)
     from prnn.evaluation import evaluate
     from prnn.models import SessionRecommender

@@ -142,6 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_event_columns(split)
     split.set_defaults(handler="prnn.cli.split:command_split")
 
+    prepare = commands.add_parser(
+        "prepare",
+        parents=[common],
+        help="lay a click log out as event arrays that training reads memory-mapped",
+        description="Write the log as NumPy arrays sorted by session and time (a folder), "
+        "streaming it in chunks: memory bounded by the sessions, not the events. Every command "
+        "that reads a click log reads the folder too, memory-mapped instead of loaded.",
+    )
+    prepare.add_argument("events", help="click log (CSV, TSV, .gz or Parquet)")
+    prepare.add_argument("--out", required=True, help="folder to write (replaced as a whole)")
+    add_force(prepare, "a folder that is not earlier prepared event arrays")
+    add_event_columns(prepare)
+    prepare.set_defaults(handler="prnn.cli.split:command_prepare")
+
     train = commands.add_parser(
         "train",
         parents=[common],

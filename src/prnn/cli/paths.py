@@ -118,6 +118,22 @@ def input_file(path: str | os.PathLike, flag: str, what: str = "file") -> Path:
     return path
 
 
+def input_events(path: str | os.PathLike, flag: str, what: str = "event file") -> Path:
+    """``path``, checked to be a readable click log: a file, or a folder of event arrays
+    written by ``prnn prepare``."""
+    from prnn.file_kinds import is_event_arrays
+
+    path = Path(path)
+    if path.is_dir():
+        if not is_event_arrays(path):
+            raise ConfigError(
+                f"{_where(flag, path)}: is a folder that prnn prepare did not write (expected "
+                f"the {what}: a file, or a folder of prepared event arrays)"
+            )
+        return path
+    return input_file(path, flag, what)
+
+
 def input_path(path: str | os.PathLike, flag: str, what: str) -> Path:
     """``path``, checked to exist and be readable, file or folder (e.g. a folder of images)."""
     path = Path(path)

@@ -17,7 +17,7 @@ from prnn.cli.common import (
     read_events_from_args,
     read_feature_sets,
 )
-from prnn.cli.paths import input_file, output_file
+from prnn.cli.paths import input_events, input_file, output_file
 from prnn.config import (
     build_config,
     changed_settings,
@@ -107,7 +107,7 @@ def check_training_flags(args: argparse.Namespace) -> None:
     if args.checkpoint_minutes is not None and not args.checkpoint_minutes > 0:
         raise ConfigError(f"--checkpoint-minutes must be > 0; got {args.checkpoint_minutes}")
     if args.valid is not None:
-        input_file(args.valid, "--valid", "event file")
+        input_events(args.valid, "--valid", "event file")
 
 
 def training_options(args: argparse.Namespace, model) -> dict:
@@ -144,7 +144,7 @@ def command_train(args: argparse.Namespace) -> int:
         force=args.force,
     )
     parse_where(args)
-    input_file(args.train, "", "event file")
+    input_events(args.train, "", "event file")
     if args.init is not None:
         input_file(args.init, "--init", "model file")
         if args.model is None:

@@ -15,7 +15,7 @@ from prnn.cli.common import (
     read_events_from_args,
     read_feature_sets,
 )
-from prnn.cli.paths import input_file, output_file
+from prnn.cli.paths import input_events, output_file
 from prnn.errors import ConfigError
 from prnn.file_kinds import TUNED_CONFIG_MARKER, is_sqlite_database, is_tuned_config
 from prnn.model_registry import MODEL_ENTRIES
@@ -40,8 +40,8 @@ def command_tune(args: argparse.Namespace) -> int:
     )
     check_at_least(args.trials, "--trials")
     parse_where(args)
-    input_file(args.train, "", "training event file")
-    input_file(args.valid, "", "validation event file")
+    input_events(args.train, "", "training event file")
+    input_events(args.valid, "", "validation event file")
     entry = MODEL_ENTRIES[args.model]
     if not entry.trains_by_epochs:
         raise ConfigError(f"prnn tune searches the recurrent models' settings; {args.model} is not")

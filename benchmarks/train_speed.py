@@ -65,6 +65,11 @@ def main() -> int:
         help="train prnn with compile=True (torch.compile; its first epoch includes compiling)",
     )
     parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="train prnn with the output layer's products in bfloat16 (for GPUs)",
+    )
+    parser.add_argument(
         "--reference",
         metavar="DIR",
         help="checkout of hidasib/GRU4Rec_PyTorch_Official: also time the reference",
@@ -108,12 +113,13 @@ def main() -> int:
         return compare_with_reference(args, config, train, device)
     model = GRU4Rec(config)
     started = time.perf_counter()
-    model.fit(train, device=device, compile=args.compile)
+    model.fit(train, device=device, compile=args.compile, mixed_precision=args.mixed_precision)
     total = time.perf_counter() - started
     print(
         f"# {args.events}: {train.n_events} training events, {model.n_items} items; "
         f"device {device}, {torch.get_num_threads()} threads"
         + (", compiled (epoch 1 includes compiling)" if args.compile else "")
+        + (", mixed precision (bfloat16 output products)" if args.mixed_precision else "")
     )
     print(f"# config: {config}")
     print("| epoch | seconds | train events/s |")

@@ -45,3 +45,25 @@ def test_hybrid_prnn_adds_items_on_cuda(toys):
     added = model.add_items({"image": image})
     assert len(added) == 50 and model.n_items == len(np.unique(events.item_ids))
     assert len(model.recommend(added[:1], k=5)) == 5
+
+
+def test_serving_scores_on_cuda(toys, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from prnn.serving import ServeOptions, create_app
+
+    events, _ = toys
+    GRU4Rec(layers=(32,), n_epochs=1).fit(events).save(tmp_path / "m.prnn")
+    app = create_app(tmp_path / "m.prnn", ServeOptions(device="cuda"))
+    assert next(app.state.engine.served.model.network.parameters()).device.type == "cuda"
+    item = events.item_ids[0].item()
+    with TestClient(app) as client:
+        answer = client.post("/v1/sessions/s1/events", json={"item_id": item, "k": 5})
+        assert answer.status_code == 200 and len(answer.json()["items"]) == 5
+
+
+def test_mixed_precision_training_on_cuda(toys):
+    events, _ = toys
+    model = GRU4Rec(layers=(32,), n_epochs=1).fit(events, device="cuda", mixed_precision=True)
+    assert model.network.output_dtype is None  # scoring in float32 after training
+    assert evaluate(model, events, cutoffs=(20,)).metrics["recall@20"] > 0.05

@@ -242,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also checkpoint every N minutes, mid-epoch (default: at the end of each epoch)",
     )
     epochs.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="compute the output layer's training products (scores of the sampled items and "
+        "their gradients) in bfloat16, for GPUs; weights, the GRU and the loss stay float32",
+    )
+    epochs.add_argument(
         "--distributed",
         action="store_true",
         help="data-parallel training under torchrun (e.g. torchrun --nproc_per_node 2 -m prnn "
@@ -506,6 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--items", help="item table with item_id and title, for the demo page")
     serve.add_argument("--images", help="zip or folder of <item id>.jpg photos, for the demo page")
+    serve.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device to score on, e.g. cuda (default: %(default)s; recurrent models)",
+    )
     serve.set_defaults(handler="prnn.cli.serve:command_serve")
 
     models = commands.add_parser(

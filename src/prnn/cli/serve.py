@@ -8,7 +8,7 @@ import logging
 import signal
 import threading
 
-from prnn.cli.common import check_at_least
+from prnn.cli.common import check_at_least, check_device
 from prnn.cli.paths import input_file, input_path
 from prnn.errors import ConfigError
 
@@ -23,6 +23,7 @@ def command_serve(args: argparse.Namespace) -> int:
     check_at_least(args.max_body_bytes, "--max-body-bytes", 1024)
     if not args.session_ttl > 0:
         raise ConfigError(f"--session-ttl must be > 0 seconds; got {args.session_ttl}")
+    check_device(args.device)
     if args.model is not None:
         input_file(args.model, "", "model file")
     for flag, value in (("--items", args.items), ("--images", args.images)):
@@ -52,6 +53,7 @@ def command_serve(args: argparse.Namespace) -> int:
             admin_token=args.admin_token,
             items_path=items,
             images_path=images,
+            device=args.device,
         ),
     )
 

@@ -92,6 +92,7 @@ def check_training_flags(args: argparse.Namespace) -> None:
             ("--updatable", args.updatable),
             ("--checkpoint-minutes", args.checkpoint_minutes is not None),
             ("--distributed", args.distributed),
+            ("--mixed-precision", args.mixed_precision),
         )
         if given
     ]
@@ -122,6 +123,8 @@ def training_options(args: argparse.Namespace, model) -> dict:
     options.update(
         device=args.device or "cpu", patience=args.patience or 0, valid_metric=args.valid_metric
     )
+    if args.mixed_precision:
+        options["mixed_precision"] = True
     if args.compile is not None:  # otherwise the library's default: compiled where it pays
         options["compile"] = args.compile
     if args.valid:

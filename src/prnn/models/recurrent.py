@@ -120,6 +120,7 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
         init: RecurrentModel | None = None,
         keep_optimizer_state: bool = False,
         distributed: DistributedTraining | None = None,
+        mixed_precision: bool = False,
         **schedule,
     ) -> None:
         """Initialise ``network`` from the config's seed, put it on ``device`` and train it.
@@ -134,6 +135,8 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
         ``optimizer_state_`` (for ``save(..., optimizer_state=True)``); ``distributed``: this
         process's place in a data-parallel training (``prnn.training.distributed``; the process
         group set up, e.g. by ``DistributedTraining.from_environment()`` under torchrun);
+        ``mixed_precision``: the output layer's training products in bfloat16 (for GPUs; see
+        ``prnn.training.train_session_parallel``);
         ``schedule``: the p-RNN's ``phase``, ``n_phases`` and ``n_epochs``.
         """
         if valid is not None and not callable(valid):
@@ -199,6 +202,7 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
                 optimizer_state=optimizer_state,
                 optimizer_out=optimizer_out,
                 distributed=distributed,
+                mixed_precision=mixed_precision,
                 **schedule,
             )
         self.optimizer_state_ = optimizer_out or None

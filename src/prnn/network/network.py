@@ -258,6 +258,9 @@ class Network(nn.Module):
             self._hidden_slices.append(slice(start, start + len(subnet.layer_sizes)))
             start += len(subnet.layer_sizes)
         self._compiled_arithmetic = None  # torch.compile of _step_arithmetic, built on first use
+        #: training's output-layer products in this lower precision (mixed precision); None:
+        #: float32 throughout. Scoring outside training always runs in float32.
+        self.output_dtype: torch.dtype | None = None
         self.set_phase(None)
 
     # ---- structure --------------------------------------------------------------------------
@@ -270,6 +273,14 @@ class Network(nn.Module):
     def subnet_weight(self) -> torch.Tensor:
         """The subnets' output multipliers, in subnet order (read-only view for reports)."""
         return torch.stack([s.weight.detach() for s in self.subnets])
+
+    def _output_product(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``a @ b`` for the output layer's training products (B x U x H each): in
+        ``output_dtype`` (bfloat16: float32's range, so no loss scaling) with a float32 result,
+        when mixed precision is on."""
+        if self.output_dtype is None:
+            return a @ b
+        return (a.to(self.output_dtype) @ b.to(self.output_dtype)).float()
 
     def set_phase(self, phase: Phase | None) -> None:
         """Choose the active and trainable subnets (None = all of both)."""
@@ -534,7 +545,10 @@ class Network(nn.Module):
                 id_block = gathered[f"block:{subnet.name}"]
                 if keep is not None:
                     id_block = id_block * keep
-                scores = torch.addmm(scores, weighted, id_block.T)
+                if self.output_dtype is None:
+                    scores = torch.addmm(scores, weighted, id_block.T)
+                else:
+                    scores = scores + self._output_product(weighted, id_block.T)
             if item_features is not None:
                 share = weighted @ subnet.output_projection.T
                 query = share if query is None else query + share
@@ -575,7 +589,7 @@ class Network(nn.Module):
             prefix = f"subnets.{index}."
             if trains or self.output_blocks_always:
                 if from_ids:
-                    grad_block = grad_scores.T @ weighted
+                    grad_block = self._output_product(grad_scores.T, weighted)
                     row_grads[block_key] = grad_block if keep is None else grad_block * keep
                 if grad_query is not None:
                     dense[prefix + "output_projection"] = grad_query.T @ weighted
@@ -584,7 +598,7 @@ class Network(nn.Module):
             grad_weighted = None
             if from_ids:
                 id_block = gathered[block_key] if keep is None else gathered[block_key] * keep
-                grad_weighted = grad_scores @ id_block
+                grad_weighted = self._output_product(grad_scores, id_block)
             if grad_query is not None:
                 share = grad_query @ subnet.output_projection
                 grad_weighted = share if grad_weighted is None else grad_weighted + share

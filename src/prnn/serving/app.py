@@ -96,6 +96,8 @@ class ServeOptions:
     admin_token: str | None = None
     items_path: str | None = None
     images_path: str | None = None
+    device: str = "cpu"
+    """torch device the model scores on (recurrent models), e.g. cuda."""
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -179,7 +181,7 @@ def _error_text(errors: list) -> str:
 def create_app(model_path: str | Path, options: ServeOptions | None = None) -> FastAPI:
     """The service for the model file at ``model_path``."""
     options = options or ServeOptions()
-    served = {"model": ServedModel.load(model_path), "path": Path(model_path)}
+    served = {"model": ServedModel.load(model_path, options.device), "path": Path(model_path)}
     store = SessionStore(options.max_sessions, options.session_ttl_seconds)
     engine = ClickEngine(served["model"], max_session_length=options.max_session_length)
     catalogue = Catalogue.load(options.items_path, options.images_path)
@@ -371,7 +373,7 @@ def create_app(model_path: str | Path, options: ServeOptions | None = None) -> F
         """Load ``path`` and swap it in; live sessions are replayed on it (their known clicks)
         or dropped. In-flight requests finish on the model they started with."""
         with reload_lock:
-            new = ServedModel.load(path)
+            new = ServedModel.load(path, options.device)
             old = served["model"]
 
             def swap(engine: ClickEngine) -> tuple[int, int]:

@@ -18,6 +18,7 @@ import torch
 
 from prnn import __version__
 from prnn.config import config_to_dict
+from prnn.errors import ConfigError
 from prnn.models import SessionRecommender
 
 
@@ -59,9 +60,19 @@ class ServedModel:
         self._ids = self.vocabulary.item_ids.tolist()
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> ServedModel:
+    def load(cls, path: str | os.PathLike, device: str = "cpu") -> ServedModel:
+        """The model file at ``path``, moved to ``device`` (recurrent models only: the
+        neighbourhood models score on the CPU)."""
         path = Path(path)
-        return cls(SessionRecommender.load(path), path)
+        model = SessionRecommender.load(path)
+        if torch.device(device).type != "cpu":
+            if not hasattr(model, "to"):
+                raise ConfigError(
+                    f"{path}: a {model.name} model scores on the CPU only; serve it without "
+                    f"--device {device}"
+                )
+            model.to(device)
+        return cls(model, path)
 
     # ---- ids --------------------------------------------------------------------------------
 

@@ -142,6 +142,16 @@ class ChunkPlanner:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+def mixed_precision_dtype(device: torch.device) -> torch.dtype:
+    """The lower precision of mixed-precision training: bfloat16, where the device has it."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            f"mixed precision trains in bfloat16, which {torch.cuda.get_device_name(device)} "
+            "does not support; train without it"
+        )
+    return torch.bfloat16
+
+
 def _train_step(
     network, step, hidden, step_loss, optimizer, decision: CompileDecision, exchange=None
 ):
@@ -180,6 +190,7 @@ def train_session_parallel(
     optimizer_state: dict[str, torch.Tensor] | None = None,
     optimizer_out: dict | None = None,
     distributed: DistributedTraining | None = None,
+    mixed_precision: bool = False,
 ) -> list[EpochReport]:
     """Train ``network`` for ``config.n_epochs`` epochs; returns per-epoch reports.
 
@@ -206,6 +217,9 @@ def train_session_parallel(
     (``prnn.training.distributed``): it trains on its shard of the sessions and averages each
     step's gradients with the other processes (eager step; no checkpoints). Runs with the
     caller's intra-op thread count (the models apply the thread policy around it).
+    ``mixed_precision``: the output layer's products (scores and their gradients, the bulk of
+    a step's arithmetic with thousands of sampled items) in bfloat16 during training; weights,
+    optimiser state, the GRU and the loss stay float32 (``mixed_precision_dtype``).
     """
     if distributed is not None and checkpoint is not None:
         raise ConfigError(
@@ -370,6 +384,8 @@ def train_session_parallel(
     )
     exchange = None if distributed is None else distributed.average_gradients
     current_phase = None
+    if mixed_precision:
+        network.output_dtype = mixed_precision_dtype(device)
     try:
         for epoch in range(start_epoch, n_epochs + 1):
             network.train()
@@ -482,6 +498,7 @@ def train_session_parallel(
                     tensor.copy_(best_state[name])
     finally:
         planner.close()
+        network.output_dtype = None  # scoring stays float32
     network.eval()
     if optimizer_out is not None:
         optimizer_out.update(optimizer.state_tensors())

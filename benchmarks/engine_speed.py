@@ -113,7 +113,11 @@ def rows(args) -> list[Row]:
     if args.text:
         models.append(("p-RNN, text", ["--model", "prnn", "--features", f"text={args.text}"]))
     for label, model in models:
-        for flag, how in (("--compile", "--compile"), ("--no-compile", "--no-compile")):
+        for flag, how in (
+            (None, "default flags"),
+            ("--compile", "--compile"),
+            ("--no-compile", "--no-compile"),
+        ):
             toys = [args.toys_train, "--time-col", "none"]
             command = _prnn_train([*toys, *model, *settings, *([flag] if flag else [])])
             found.append(Row(f"Toys {label}, {how}", command, f"Toys ID only, {how}"))

@@ -123,8 +123,8 @@ class DistributedTraining:
         import torch.distributed as dist
 
         world = self.world_size
-        if world == 1:  # one process: its own gradients are the average
-            return dense, row_updates
+        if world == 1 or not (row_updates or any(g is not None for g in dense)):
+            return dense, row_updates  # one process, or nothing trains: nothing to average
         device = dense[0].device if dense and dense[0] is not None else None
         device = device or (row_updates[0][1].device if row_updates else torch.device("cpu"))
         counts = torch.tensor([len(rows) for _, rows, _ in row_updates], dtype=torch.int64)

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from prnn.data import EventLog
+from prnn.evaluation import validation
 from prnn.features import FeatureMatrix
 from prnn.models import PRNN, Concat, FeatureOnly, GRU4Rec
 from prnn.training import DistributedTraining
@@ -29,7 +30,8 @@ def made_up_gradients(rank: int):
     """A rank's gradients: two dense ones (the second frozen: None) and three row-indexed
     tables, the rows partly shared between the ranks; the last table untouched by rank 1."""
     generator = torch.Generator().manual_seed(100 + rank)
-    dense = [torch.randn(3, 4, generator=generator), None, torch.randn(5, generator=generator)]
+    # the first parameter frozen: the exchange must not take its device from it
+    dense = [None, torch.randn(3, 4, generator=generator), torch.randn(5, generator=generator)]
     tables = [torch.zeros(N_ITEMS, 2), torch.zeros(N_ITEMS, 3), torch.zeros(N_ITEMS, 2)]
     updates = []
     for index, table in enumerate(tables):
@@ -86,6 +88,8 @@ MODELS = [
         "gru4rec_bpr_max",
         lambda: GRU4Rec(**SMALL, loss="bpr-max", constrained_embedding=False, embedding=4),
     ),
+    # early stopping: process 0 validates, every process stops with it
+    ("gru4rec_patience", lambda: GRU4Rec(**dict(SMALL, n_epochs=8))),
     ("feature_only", lambda: FeatureOnly(**FEATURE_SMALL)),
     ("concat", lambda: Concat(**FEATURE_SMALL)),
     *[
@@ -101,6 +105,8 @@ def models(out: Path) -> None:
     for name, make in MODELS:
         model = make()
         options = {"features": features} if model.uses_features else {}
+        if name == "gru4rec_patience":
+            options = {"valid": validation(events), "patience": 1, "valid_metric": "mrr@20"}
         model.fit(events, distributed=place, **options)
         torch.save(
             {

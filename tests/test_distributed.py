@@ -79,6 +79,8 @@ def test_every_recurrent_model_trains_data_parallel_with_identical_replicas(tmp_
         assert ranks[0]["tensors"].keys() == ranks[1]["tensors"].keys()
         for key, tensor in ranks[0]["tensors"].items():
             assert torch.equal(tensor, ranks[1]["tensors"][key]), (name, key)
+        # the same epochs (with early stopping too: process 0's validation decides for both)
+        assert ranks[0]["n_events"] == ranks[1]["n_events"], name
         # each epoch covered both shards (less the steps one shard had beyond the other)
         for n_events in ranks[0]["n_events"]:
             assert 0.9 * n_targets <= n_events <= n_targets, (name, n_events)

@@ -114,6 +114,26 @@ def test_bad_logs_are_named(tmp_path, text, message):
     assert [p.name for p in tmp_path.iterdir()] == ["bad.csv"]  # no partial folder left
 
 
+def test_a_failure_while_writing_leaves_no_partial_folder(tmp_path, monkeypatch):
+    import prnn.event_arrays
+
+    def fail(folder, *args):
+        (folder / "item_ids.npy").write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(prnn.event_arrays, "_write_arrays", fail)
+    with pytest.raises(OSError, match="disk full"):
+        prepare_event_arrays(example_events_path(), tmp_path / "arrays")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_malformed_csv_is_a_data_error(tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text("session_id,item_id,timestamp\n1,2,3\n1,2,3,4\n")
+    with pytest.raises(DataError, match="ragged.csv: cannot be read"):
+        prepare_event_arrays(path, tmp_path / "arrays")
+
+
 def test_damaged_or_foreign_folders_are_refused(tmp_path):
     prepare_event_arrays(example_events_path(), tmp_path / "arrays")
     with pytest.raises(DataError, match="no columns to choose or filter on"):
@@ -127,6 +147,10 @@ def test_damaged_or_foreign_folders_are_refused(tmp_path):
         read_events(tmp_path / "arrays")
     (tmp_path / "arrays" / "events.json").write_text(json.dumps(meta | {"version": 99}))
     with pytest.raises(DataError, match="format version 99"):
+        read_events(tmp_path / "arrays")
+    del meta["sessions"]
+    (tmp_path / "arrays" / "events.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="lacks sessions"):
         read_events(tmp_path / "arrays")
 
 

@@ -296,13 +296,19 @@ def test_clicks_that_arrive_together_are_answered_in_one_batch(model_files):
         answers[n] = client.post(f"/v1/sessions/{session}/events", json={"item_id": item, "k": 5})
 
     threads = [threading.Thread(target=click, args=(n, *c)) for n, c in enumerate(clicks)]
+    def wait_for_queue(size: int) -> None:
+        deadline = time.monotonic() + 10
+        while engine._queue.qsize() < size and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ServedModel, "advance", counting)
-        for thread in threads:
+        for thread in threads[:-1]:
             thread.start()
-        deadline = time.monotonic() + 10
-        while engine._queue.qsize() < len(clicks) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        # s0's second click queued after its first: threads start in order, not queue in it
+        wait_for_queue(len(clicks) - 1)
+        threads[-1].start()
+        wait_for_queue(len(clicks))
         release.set()
         for thread in threads:
             thread.join()
@@ -572,3 +578,11 @@ def test_prnn_serve_without_a_model_serves_the_example(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_a_neighbourhood_model_is_not_moved_to_a_gpu(model_files):
+    from prnn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="scores on the CPU only"):
+        ServedModel.load(model_files["item-knn"], "cuda")
+    assert ServedModel.load(model_files["item-knn"], "cpu").model.name == "item-knn"

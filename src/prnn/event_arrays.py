@@ -4,13 +4,16 @@
 sorted by session, then time): ``session_ids.npy``, ``item_ids.npy``, ``timestamps.npy``,
 ``session_offsets.npy`` and ``events.json`` (what the folder is, counts, the source). Reading
 the folder back (``read_events(folder)`` or ``load_event_arrays``) maps the files instead of
-loading them: opening costs nothing, and the pages training reads are the operating system's
-to keep or drop, so a log larger than memory trains in bounded memory.
+loading them: opening costs nothing, and the log's columns (ids and times, 24 bytes an event)
+are pages the operating system keeps or drops rather than process memory. Training still
+builds its own per-event indices (item indices and the mini-batch schedule, about 40 bytes an
+event) in memory.
 
-Preparing streams the log (Polars' streaming engine) in three passes, never holding the events
-as a whole: (1) checks and per-session counts, which give every session its place; (2) each
-chunk of events written at its session's place, in file order; (3) each session's events sorted
-by time, a chunk of whole sessions at a time. The result is the same log as ``read_events`` of
+Preparing streams the log (Polars' streaming engine), never holding the events as a whole:
+streaming scans check the rows, settle the id types and count each session's events, which
+gives every session its place; then the chunks of events are written at their sessions'
+places, in file order; last, each session's events are sorted by time, a chunk of whole
+sessions at a time. The result is the same log as ``read_events`` of
 the file (ids as int64 when every id is a plain integer, else as text; ties in time keep file
 order), which ``tests/test_event_arrays.py`` checks.
 """
@@ -46,6 +49,11 @@ def load_event_arrays(path: str | os.PathLike, *, mmap: bool = True) -> EventLog
     if not is_event_arrays(path):
         raise DataError(f"{path}: not a folder of prepared event arrays (prnn prepare writes one)")
     meta = json.loads((path / MARKER).read_text(encoding="utf-8"))
+    missing = [k for k in ("version", "events", "sessions", "has_time", "source") if k not in meta]
+    if missing:
+        raise DataError(
+            f"{path / MARKER}: lacks {', '.join(missing)} (a damaged folder: prepare the log again)"
+        )
     if meta.get("version") != VERSION:
         raise DataError(
             f"{path}: prepared with format version {meta.get('version')!r}; this prnn reads "
@@ -101,6 +109,14 @@ def prepare_event_arrays(
 ) -> PreparedSummary:
     """Write the log at ``path`` (CSV, TSV, gzipped or not, or Parquet) as prepared arrays in
     the folder ``out`` (replaced as a whole: written beside it, then renamed)."""
+    try:
+        return _prepare(path, out, session_col, item_col, time_col, where, chunk_events)
+    except pl.exceptions.PolarsError as error:  # a malformed file, found while streaming it
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise DataError(f"{path}: cannot be read: {first_line or type(error).__name__}") from None
+
+
+def _prepare(path, out, session_col, item_col, time_col, where, chunk_events) -> PreparedSummary:
     path, out = Path(path), Path(out)
     scan = _scan(path)
     try:

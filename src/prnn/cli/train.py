@@ -206,14 +206,16 @@ def command_train(args: argparse.Namespace) -> int:
     if args.updatable:
         options["keep_optimizer_state"] = True
     started = time.perf_counter()
-    model.fit(events, progress=not args.quiet, **options)
-    seconds = time.perf_counter() - started
-    if distributed is not None:
-        import torch.distributed
+    try:
+        model.fit(events, progress=not args.quiet, **options)
+    finally:
+        if distributed is not None:
+            import torch.distributed
 
-        torch.distributed.destroy_process_group()
-        if not distributed.is_main:
-            return 0  # the same model as process 0's: it writes it
+            torch.distributed.destroy_process_group()
+    seconds = time.perf_counter() - started
+    if distributed is not None and not distributed.is_main:
+        return 0  # the same model as process 0's: it writes it
     model.save(out, optimizer_state=args.updatable)
     if checkpoint is not None:
         checkpoint_file.unlink(missing_ok=True)  # the model is written: nothing to resume

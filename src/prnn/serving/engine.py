@@ -66,7 +66,7 @@ class ServedModel:
         path = Path(path)
         model = SessionRecommender.load(path)
         if torch.device(device).type != "cpu":
-            if not hasattr(model, "to"):
+            if getattr(model, "network", None) is None:
                 raise ConfigError(
                     f"{path}: a {model.name} model scores on the CPU only; serve it without "
                     f"--device {device}"

@@ -66,7 +66,14 @@ class DistributedTraining:
         device = device or "cpu"
         cuda = torch.device(device).type == "cuda"
         if cuda:
-            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+            local_rank = int(os.environ["LOCAL_RANK"])
+            if local_rank >= torch.cuda.device_count():
+                raise ConfigError(
+                    f"--distributed --device cuda: process {local_rank} of this node has no GPU "
+                    f"of its own ({torch.cuda.device_count()} here); start at most that many "
+                    "processes per node (torchrun --nproc_per_node)"
+                )
+            device = f"cuda:{local_rank}"
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if cuda else "gloo")
@@ -100,6 +107,14 @@ class DistributedTraining:
         dist.all_reduce(tensor)
         return tensor.tolist()
 
+    def from_main(self, compute):
+        """``compute()`` run on process 0 only; its result, on every process."""
+        import torch.distributed as dist
+
+        box = [compute() if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def _device(self) -> torch.device:
         import torch.distributed as dist
 
@@ -125,8 +140,7 @@ class DistributedTraining:
         world = self.world_size
         if world == 1 or not (row_updates or any(g is not None for g in dense)):
             return dense, row_updates  # one process, or nothing trains: nothing to average
-        device = dense[0].device if dense and dense[0] is not None else None
-        device = device or (row_updates[0][1].device if row_updates else torch.device("cpu"))
+        device = self._device()  # the backend's: CPU for gloo, this process's GPU for NCCL
         counts = torch.tensor([len(rows) for _, rows, _ in row_updates], dtype=torch.int64)
         counts = counts.to(device)
         gathered_counts = [torch.empty_like(counts) for _ in range(world)]

@@ -242,13 +242,16 @@ def train_session_parallel(
     if distributed is not None:
         # every process runs the same number of steps: each exchange needs all of them
         n_steps = distributed.minimum(schedule.n_steps)
-        if n_steps < schedule.n_steps:
-            log.info(
-                "rank %d: its last %d steps are not trained on (another process's shard has fewer)",
-                distributed.rank,
-                schedule.n_steps - n_steps,
-            )
+        before = schedule.n_targets
         schedule = schedule.first_steps(n_steps)
+        (dropped,) = distributed.total([before - schedule.n_targets])
+        if dropped:
+            log.info(
+                "%d targets at the ends of the longer shards are not trained on: every process "
+                "runs the %d steps of the shortest",
+                dropped,
+                n_steps,
+            )
         if compile:
             log.warning("distributed training runs the step eagerly: --compile is ignored")
         compile = False  # the exchange sits between the backward pass and the update
@@ -464,7 +467,10 @@ def train_session_parallel(
                     # score with the subnets in the output so far (residual adds them one by one)
                     network.set_phase(dataclasses.replace(current_phase, trainable=frozenset()))
                     current_phase = None
-                metrics = validate()
+                if distributed is None:
+                    metrics = validate()
+                else:  # one validation, process 0's, so that every process decides alike
+                    metrics = distributed.from_main(validate)
                 if valid_metric not in metrics:
                     raise ConfigError(
                         f"valid_metric must be one of {', '.join(metrics)}; got {valid_metric!r}"

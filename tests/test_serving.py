@@ -296,6 +296,7 @@ def test_clicks_that_arrive_together_are_answered_in_one_batch(model_files):
         answers[n] = client.post(f"/v1/sessions/{session}/events", json={"item_id": item, "k": 5})
 
     threads = [threading.Thread(target=click, args=(n, *c)) for n, c in enumerate(clicks)]
+
     def wait_for_queue(size: int) -> None:
         deadline = time.monotonic() + 10
         while engine._queue.qsize() < size and time.monotonic() < deadline:

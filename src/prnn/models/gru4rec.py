@@ -50,6 +50,10 @@ class GRU4RecConfig:
     """Extra negatives shared by the mini-batch; 0 = the other lanes' targets only."""
     logq: float = 0.0
     """Weight of the logQ correction of the cross-entropy loss (1.0 = full correction)."""
+    full_softmax: bool = False
+    """Score every item at every step (the full softmax, cross-entropy only) instead of the
+    batch's targets and n_sample sampled items; n_sample, sample_alpha and logq then do not
+    apply. Costs items x hidden per lane and step: for catalogues of thousands of items."""
     bpreg: float = 1.0
     """Score regularisation of BPR-max."""
     elu_param: float = 0.5
@@ -91,7 +95,12 @@ class GRU4RecConfig:
                 "(the input embedding is the output weight matrix); set embedding=0 or "
                 "constrained_embedding=False"
             )
-        if self.n_sample == 0 and self.batch_size < 2:
+        if self.full_softmax and self.loss != "cross-entropy":
+            raise ConfigError(
+                f"full_softmax=true scores every item with cross-entropy; loss={self.loss} "
+                "takes sampled items (set loss=cross-entropy, or full_softmax=false)"
+            )
+        if self.n_sample == 0 and self.batch_size < 2 and not self.full_softmax:
             raise ConfigError(
                 "n_sample=0 uses the other lanes' targets as negatives and needs batch_size >= 2"
             )

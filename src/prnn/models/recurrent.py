@@ -178,7 +178,12 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
         choice = resolve_threads(
             threads,
             "train",
-            work_per_step=network.work_per_step(self.config.batch_size, self.config.n_sample),
+            work_per_step=network.work_per_step(
+                self.config.batch_size,
+                len(self.fitted_vocabulary)
+                if getattr(self.config, "full_softmax", False)
+                else self.config.n_sample,
+            ),
             source="threads=",
         )
         log.info("training with %s", choice.describe())

@@ -226,7 +226,8 @@ def train_session_parallel(
             "distributed training writes no checkpoints: train without checkpoint (--resume, "
             "--checkpoint-minutes)"
         )
-    min_lanes = 2 if config.n_sample == 0 else 1
+    full_softmax = getattr(config, "full_softmax", False)
+    min_lanes = 2 if config.n_sample == 0 and not full_softmax else 1
     session_order = session_start_order(events)
     if distributed is not None:
         session_order = distributed.shard(session_order)
@@ -273,11 +274,11 @@ def train_session_parallel(
             device,
             max_rows=schedule.n_steps,
         )
-        if config.n_sample > 0
+        if config.n_sample > 0 and not full_softmax
         else None
     )
     log_q = None
-    if config.loss == "cross-entropy" and config.logq > 0:
+    if config.loss == "cross-entropy" and config.logq > 0 and not full_softmax:
         # logQ correction: in-batch targets are "sampled" by popularity, extra negatives by
         # popularity ** sample_alpha (the reference's P0 and P0 ** sample_alpha)
         log_pop = torch.log(torch.from_numpy(item_counts.astype(np.float32))).to(device)
@@ -327,6 +328,7 @@ def train_session_parallel(
             generator=dropout_generator if use_dropout else None,
             sparse_features=sparse_features,
             row_dropout=row_dropout,
+            all_items=full_softmax,
         )
         return planned, before
 

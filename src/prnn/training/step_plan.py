@@ -107,6 +107,7 @@ def plan_steps(
     generator: torch.Generator | None,
     sparse_features: dict[str, FeatureLookup] | None = None,
     row_dropout: float = 0.0,
+    all_items: bool = False,
 ) -> list[StepBatch]:
     """Plan ``len(sizes)`` consecutive training steps.
 
@@ -125,7 +126,22 @@ def plan_steps(
         sparse_features: the sparse feature inputs to bag, by name.
         row_dropout: the probability that a row's ID output part is left out of a step
             (``StepBatch.row_keep``; drawn after the dropout masks), 0 = never.
+        all_items: the full softmax: every step's rows are all items (each once, weight 1,
+            no logQ), its output columns the targets; ``samples`` and ``log_q`` are unused.
     """
+    if all_items:
+        return _plan_all_items(
+            id_mode=id_mode,
+            n_items=n_items,
+            inputs=inputs,
+            targets=targets,
+            sizes=sizes,
+            with_row_weights=with_row_weights,
+            dropout=dropout,
+            generator=generator,
+            sparse_features=sparse_features,
+            row_dropout=row_dropout,
+        )
     device = inputs.device
     n_steps, n_inputs = len(sizes), len(inputs)
     size_t = torch.tensor(sizes, device=device)
@@ -230,6 +246,79 @@ def plan_steps(
                 input_rows[t],
                 input_columns[t],
                 bias_touched[t],
+                input_positions[t],
+                input_slots[t],
+            ),
+            bags={name: bag[t] for name, bag in bags.items()},
+            masks=[mask[t] for mask in step_masks],
+            log_row_weight=log_row_weight[t],
+            target_log_q=target_log_q[t],
+            row_keep=row_keep[t],
+        )
+        for t in range(n_steps)
+    ]
+
+
+def _plan_all_items(
+    *,
+    id_mode: str | None,
+    n_items: int,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    sizes: list[int],
+    with_row_weights: bool,
+    dropout: list[DropoutSpec | None],
+    generator: torch.Generator | None,
+    sparse_features: dict[str, FeatureLookup] | None,
+    row_dropout: float,
+) -> list[StepBatch]:
+    """``plan_steps`` for the full softmax: the rows are the whole item table, in order, so an
+    item's row is its index and a target's output column is the target itself."""
+    device = inputs.device
+    n_steps, n_inputs = len(sizes), len(inputs)
+    size_t = torch.tensor(sizes, device=device)
+    input_step = torch.repeat_interleave(torch.arange(n_steps, device=device), size_t)
+    input_start = torch.cumsum(size_t, 0) - size_t
+    every_item = torch.arange(n_items, device=device)
+    none = [None] * n_steps
+    input_rows = input_positions = input_slots = none
+    input_columns = _split(inputs, sizes)
+    if id_mode is not None:
+        distinct, distinct_step, _, local = _distinct_per_step(inputs, input_step, n_steps, n_items)
+        per_step = _split(distinct, torch.bincount(distinct_step, minlength=n_steps).tolist())
+        if id_mode == "constrained":  # the inputs' rows are among all items: positions = ids
+            input_positions, input_slots = per_step, _split(local, sizes)
+        else:
+            input_rows, input_columns = per_step, _split(local, sizes)
+    log_row_weight = target_log_q = none
+    if with_row_weights:  # every item once, uncorrected: the softmax over all items
+        log_row_weight = [torch.zeros(n_items, device=device)] * n_steps
+        target_log_q = _split(torch.zeros(n_inputs, device=device), sizes)
+
+    def masks(spec: DropoutSpec | None):
+        if spec is None or generator is None:
+            return none
+        return _split(dropout_mask((n_inputs, spec.width), spec.p, generator, device), sizes)
+
+    step_masks = [masks(spec) for spec in dropout]
+    row_keep = none
+    if row_dropout > 0 and generator is not None:
+        keep = torch.rand(n_steps * n_items, generator=generator, device=device) >= row_dropout
+        row_keep = _split(keep.float(), [n_items] * n_steps)
+    bags = {
+        name: _bags(lookup, inputs, input_step, input_start, n_steps)
+        for name, lookup in (sparse_features or {}).items()
+    }
+    step_inputs, step_targets = _split(inputs, sizes), _split(targets, sizes)
+    return [
+        StepBatch(
+            inputs=step_inputs[t],
+            rows=BatchRows(
+                every_item,
+                step_targets[t],
+                input_rows[t],
+                input_columns[t] if id_mode is not None else None,
+                None,
                 input_positions[t],
                 input_slots[t],
             ),

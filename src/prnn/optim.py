@@ -1,4 +1,5 @@
-"""Adagrad with momentum, GRU4Rec's optimiser, with row-wise updates for item tables.
+"""GRU4Rec's optimiser (Adagrad with momentum) and Adam / AdamW, with row-wise updates for item
+tables.
 
 The reference (``IndexedAdagradM`` in hidasib/GRU4Rec_PyTorch_Official) keeps, per parameter,
 an accumulator of squared gradients and a momentum buffer:
@@ -151,3 +152,131 @@ class AdagradMomentum:
             table.index_copy_(0, rows, table.index_select(0, rows).add_(step))
         else:
             table.index_add_(0, rows, step)  # eagerly, one pass instead of gather + copy
+
+
+ADAM_BETAS = (0.9, 0.999)  # PyTorch's defaults, as RecBole trains with
+ADAM_EPSILON = 1e-8
+
+
+class Adam:
+    """Adam (or AdamW, with ``weight_decay``) over dense parameters and row-indexed tables.
+
+    Dense parameters follow ``torch.optim.Adam`` / ``AdamW`` exactly. Tables are updated lazily,
+    as ``torch.optim.SparseAdam`` does: only the rows a mini-batch touched move, with their
+    moments; the bias correction uses the optimiser's global step count. The interface is
+    ``AdagradMomentum``'s, so the training step runs either.
+    """
+
+    def __init__(
+        self,
+        dense: list[torch.nn.Parameter],
+        tables: list[torch.Tensor],
+        learning_rate: float,
+        weight_decay: float = 0.0,
+    ) -> None:
+        self.dense = list(dense)
+        self.tables = list(tables)
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self._dense_first = [torch.zeros_like(p) for p in self.dense]
+        self._dense_second = [torch.zeros_like(p) for p in self.dense]
+        self._table_first = [torch.zeros_like(t) for t in self.tables]
+        self._table_second = [torch.zeros_like(t) for t in self.tables]
+        # a tensor, not an int: a compiled step reads it without recompiling at every value
+        device = self.dense[0].device if self.dense else torch.device("cpu")
+        self._step = torch.zeros((), device=device)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        named = {"step": self._step}
+        for kind, buffers in (
+            ("dense_first_moment", self._dense_first),
+            ("dense_second_moment", self._dense_second),
+            ("table_first_moment", self._table_first),
+            ("table_second_moment", self._table_second),
+        ):
+            named.update((f"{kind}.{i}", buffer) for i, buffer in enumerate(buffers))
+        return named
+
+    @torch.no_grad()
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        mine = self.state_tensors()
+        if set(mine) != set(tensors):
+            raise ValueError(
+                f"optimiser state has buffers {sorted(tensors)}, this optimiser {sorted(mine)}"
+            )
+        for name, buffer in mine.items():
+            buffer.copy_(tensors[name])
+
+    def _corrections(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(learning rate / (1 - beta1^t), sqrt(1 - beta2^t)) at the current step t."""
+        beta1, beta2 = ADAM_BETAS
+        step_size = self.learning_rate / (1 - beta1**self._step)
+        return step_size, torch.sqrt(1 - beta2**self._step)
+
+    @torch.no_grad()
+    def step_dense(self, grads: list[torch.Tensor | None] | None = None) -> None:
+        """Count a step and update every dense parameter that has a gradient."""
+        self._step.add_(1)
+        if grads is None:
+            grads = [p.grad for p in self.dense]
+        beta1, beta2 = ADAM_BETAS
+        step_size, root_correction = self._corrections()
+        for param, grad, first, second in zip(
+            self.dense, grads, self._dense_first, self._dense_second
+        ):
+            if grad is None:
+                continue
+            if self.weight_decay:
+                param.mul_(1 - self.learning_rate * self.weight_decay)
+            first.mul_(beta1).add_(grad, alpha=1 - beta1)
+            second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denominator = (second.sqrt() / root_correction).add_(ADAM_EPSILON)
+            param.sub_(first / denominator * step_size)
+
+    @torch.no_grad()
+    def step_rows(
+        self,
+        table: torch.Tensor,
+        rows: torch.Tensor,
+        grad: torch.Tensor,
+        touched: torch.Tensor | None = None,
+    ) -> None:
+        """Update rows ``rows`` (unique) of ``table`` and their moments; the others keep both."""
+        if touched is not None:
+            rows, grad = rows[touched], grad[touched]
+        index = next((i for i, t in enumerate(self.tables) if t is table), None)
+        if index is None:
+            raise ValueError(
+                f"step_rows: a ({tuple(table.shape)}) tensor that is not one of the optimiser's "
+                "tables; pass it in `tables` when creating the optimiser"
+            )
+        beta1, beta2 = ADAM_BETAS
+        step_size, root_correction = self._corrections()
+        first = self._table_first[index].index_select(0, rows).mul_(beta1)
+        first.add_(grad, alpha=1 - beta1)
+        self._table_first[index].index_copy_(0, rows, first)
+        second = self._table_second[index].index_select(0, rows).mul_(beta2)
+        second.addcmul_(grad, grad, value=1 - beta2)
+        self._table_second[index].index_copy_(0, rows, second)
+        update = first.div_(second.sqrt_().div_(root_correction).add_(ADAM_EPSILON))
+        update = update.mul_(-step_size)
+        if self.weight_decay:  # decoupled (AdamW): p - lr * wd * p - the Adam step
+            update.sub_(table.index_select(0, rows), alpha=self.learning_rate * self.weight_decay)
+        if torch.compiler.is_compiling():
+            table.index_copy_(0, rows, table.index_select(0, rows).add_(update))
+        else:
+            table.index_add_(0, rows, update)
+
+
+def make_optimizer(config, dense: list, tables: list[torch.Tensor]):
+    """The optimiser a GRU4Rec-style config names: Adagrad with momentum (the reference's), Adam
+    or AdamW."""
+    name = getattr(config, "optimizer", "adagrad")
+    if name == "adagrad":
+        return AdagradMomentum(dense, tables, config.learning_rate, config.momentum)
+    return Adam(
+        dense,
+        tables,
+        config.learning_rate,
+        weight_decay=config.weight_decay if name == "adamw" else 0.0,
+    )

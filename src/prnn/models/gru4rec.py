@@ -25,6 +25,8 @@ from prnn.losses import LOSSES
 from prnn.models.recurrent import RecurrentModel
 from prnn.network import ID, Network, SubnetSpec
 
+OPTIMIZERS = ("adagrad", "adam", "adamw")
+
 
 @dataclass(frozen=True)
 class GRU4RecConfig:
@@ -41,9 +43,14 @@ class GRU4RecConfig:
     dropout_p_hidden: float = 0.0
     """Drop probability on each GRU layer's output."""
     learning_rate: float = 0.05
-    """Step size of Adagrad."""
+    """Step size of the optimiser."""
     momentum: float = 0.0
     """Momentum of Adagrad; 0 = plain Adagrad."""
+    optimizer: str = "adagrad"
+    """adagrad (with momentum: the reference's), adam or adamw (PyTorch's Adam / AdamW with
+    betas 0.9, 0.999; item tables updated lazily on the touched rows, as SparseAdam)."""
+    weight_decay: float = 0.0
+    """AdamW's decoupled weight decay (optimizer=adamw only)."""
     sample_alpha: float = 0.5
     """Negatives are drawn with probability proportional to popularity ** sample_alpha."""
     n_sample: int = 2048
@@ -71,6 +78,17 @@ class GRU4RecConfig:
 
     def __post_init__(self) -> None:
         check_choice(self, "loss", LOSSES)
+        check_choice(self, "optimizer", OPTIMIZERS)
+        check_number(self, "weight_decay", minimum=0.0)
+        if self.optimizer != "adagrad" and self.momentum > 0:
+            raise ConfigError(
+                f"momentum is Adagrad's; optimizer={self.optimizer} keeps its own moments "
+                "(set momentum=0)"
+            )
+        if self.weight_decay > 0 and self.optimizer != "adamw":
+            raise ConfigError(
+                f"weight_decay applies to optimizer=adamw; got optimizer={self.optimizer}"
+            )
         if not self.layers or min(self.layers) < 1:
             raise ConfigError(
                 f"'layers' of GRU4RecConfig must be positive sizes like 100 or 100,100; "

@@ -400,6 +400,7 @@ class FeatureModel(RecurrentModel[FeatureModelConfig]):
                 old_rows,
                 len(merged),
                 momentum=self.config.momentum > 0,
+                optimizer=self.config.optimizer,
             )
         return added
 

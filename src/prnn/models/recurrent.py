@@ -53,22 +53,32 @@ def adapt_optimizer_state(
     n_items: int,
     *,
     momentum: bool,
+    optimizer: str = "adagrad",
 ) -> dict[str, torch.Tensor] | None:
     """An optimiser state saved for an earlier catalogue, for ``network`` (same architecture):
     the buffers of the item-indexed tables moved to ``rows`` of ``n_items`` (new items start at
     zero, as a fresh optimiser's), momentum buffers added (zero) or dropped as ``momentum``
     says. None, with a warning, when the dense parameters differ (e.g. learned subnet weights
-    switched on): the optimiser then starts afresh."""
+    switched on) or the state is another ``optimizer``'s: the optimiser then starts afresh."""
     dense = list(network.parameters())
-    n_dense = sum(1 for name in state if name.startswith("dense_accumulator."))
+    dense_kind = "dense_accumulator" if optimizer == "adagrad" else "dense_second_moment"
+    if dense and f"{dense_kind}.0" not in state:
+        log.warning(
+            "the saved optimiser state is another optimiser's than %s: it starts afresh", optimizer
+        )
+        return None
+    n_dense = sum(1 for name in state if name.startswith(f"{dense_kind}."))
     if n_dense != len(dense) or any(
-        tuple(state[f"dense_accumulator.{i}"].shape) != tuple(p.shape) for i, p in enumerate(dense)
+        tuple(state[f"{dense_kind}.{i}"].shape) != tuple(p.shape) for i, p in enumerate(dense)
     ):
         log.warning("the saved optimiser state does not fit this network: it starts afresh")
         return None
     by_rows = [".bag_" not in name for name in _item_table_names(network)]
     adapted = {}
     for name, buffer in state.items():
+        if "." not in name:  # a scalar of the optimiser's (Adam's step count)
+            adapted[name] = buffer
+            continue
         kind, index = name.rsplit(".", 1)
         if kind.endswith("momentum") and not momentum:
             continue
@@ -77,7 +87,7 @@ def adapt_optimizer_state(
             grown[rows] = buffer.to(grown.device)
             buffer = grown
         adapted[name] = buffer
-    if momentum:  # saved without momentum, continued with it: the buffers start at zero
+    if momentum and optimizer == "adagrad":  # saved without momentum, continued with it
         for name in [n for n in adapted if "_accumulator." in n]:
             twin = name.replace("_accumulator.", "_momentum.")
             adapted.setdefault(twin, torch.zeros_like(adapted[name]))
@@ -258,6 +268,7 @@ class RecurrentModel(SessionRecommender[ConfigT, GRUState]):
             rows,
             len(self.fitted_vocabulary),
             momentum=self.config.momentum > 0,
+            optimizer=self.config.optimizer,
         )
 
     def _fitted_network(self):

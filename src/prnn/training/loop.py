@@ -22,7 +22,7 @@ import torch
 from prnn.batching import NegativeSampler, SessionParallelSchedule, session_parallel_schedule
 from prnn.data import EventLog
 from prnn.errors import ConfigError, TrainingError
-from prnn.optim import AdagradMomentum
+from prnn.optim import make_optimizer
 from prnn.progress import progress_bar
 from prnn.training.checkpoint import Checkpointing, load_for_resume, save_checkpoint
 from prnn.training.compile import CompileDecision, compile_settings
@@ -284,9 +284,7 @@ def train_session_parallel(
         log_pop = torch.log(torch.from_numpy(item_counts.astype(np.float32))).to(device)
         log_q = (config.logq * log_pop, config.logq * config.sample_alpha * log_pop)
     step_loss = make_step_loss(config)
-    optimizer = AdagradMomentum(
-        list(network.parameters()), network.item_tables(), config.learning_rate, config.momentum
-    )
+    optimizer = make_optimizer(config, list(network.parameters()), network.item_tables())
     if optimizer_state is not None:
         optimizer.load_state_tensors({k: v.to(device) for k, v in optimizer_state.items()})
     dropout_generator = torch.Generator(device=device).manual_seed(config.seed + 1)

@@ -174,3 +174,9 @@ def test_cli_prepare_then_train_and_evaluate_on_the_folder(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["recall@20"] > 0.3
     assert main([*train, "--out", str(model), "--force", "--valid", str(foreign)]) == 2
     assert "a folder that prnn prepare did not write" in capsys.readouterr().err
+    # the in-memory split reads the folder too; the streaming one wants the file
+    split = ["-q", "split", str(arrays), "--test-days", "1", "--out-dir", str(tmp_path / "sp")]
+    assert main(split) == 0
+    assert read_events(tmp_path / "sp" / "train.csv").n_events > 0
+    assert main([*split, "--low-memory"]) == 2
+    assert "--low-memory streams a click log file" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from prnn.cli.common import (
     read_feature_sets,
 )
 from prnn.cli.evaluate import protocol_line, result_table
-from prnn.cli.paths import input_file, output_folder
+from prnn.cli.paths import input_events, output_folder
 from prnn.config import build_config, parse_overrides
 from prnn.errors import ConfigError
 from prnn.file_kinds import is_experiment_report
@@ -46,7 +46,7 @@ def command_experiment_paper(args: argparse.Namespace) -> int:
     parse_feature_specs(args.features)
     parse_feature_specs(args.extra_features)
     if args.events is not None:
-        input_file(args.events, "--events", "event file")
+        input_events(args.events, "--events", "event file")
     from prnn.data import read_events, split_by_time, split_sessions_randomly
     from prnn.experiment import (
         PAPER_BASE_SETTINGS,
@@ -160,7 +160,7 @@ def command_experiment_baselines(args: argparse.Namespace) -> int:
     cutoffs = parse_cutoffs(args.cutoffs)
     parse_where(args)
     if args.events is not None:
-        input_file(args.events, "--events", "event file")
+        input_events(args.events, "--events", "event file")
     from prnn.data import split_by_time
     from prnn.evaluation import evaluate
     from prnn.models import MODELS
@@ -209,7 +209,7 @@ def command_experiment_cold_start(args: argparse.Namespace) -> int:
         if not 0 < value < 1:
             raise ConfigError(f"{flag} must be between 0 and 1; got {value}")
     if args.events is not None:
-        input_file(args.events, "--events", "event file")
+        input_events(args.events, "--events", "event file")
     from prnn.cold_start import run_cold_start_experiment, write_cold_start_report
     from prnn.data import read_events, split_sessions_randomly
     from prnn.experiment import PAPER_BASE_SETTINGS

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prnn.atomic import atomic_write_bytes
 from prnn.cli.common import parse_where, read_events_from_args
-from prnn.cli.paths import _check_writable_folder, input_file, output_folder
+from prnn.cli.paths import _check_writable_folder, input_events, input_file, output_folder
 from prnn.data import split_by_time, write_events
 from prnn.errors import ConfigError
 from prnn.file_kinds import is_event_arrays, is_split_report
@@ -29,7 +29,12 @@ def command_split(args: argparse.Namespace) -> int:
         force=args.force,
     )
     parse_where(args)
-    input_file(args.events, "", "event file")
+    input_events(args.events, "", "event file")  # a file, or a folder prnn prepare wrote
+    if args.low_memory and Path(args.events).is_dir():
+        raise ConfigError(
+            f"{args.events}: --low-memory streams a click log file; a prepared folder is split "
+            "without it"
+        )
     if args.low_memory:
         from prnn.streaming_split import split_by_time_streaming
 

@@ -87,3 +87,24 @@ def test_recorded_figures_are_for_ten_epochs_only(parity, events, capsys):
         parity.main([str(events), "--epochs", "1"])
     assert stopped.value.code == 2
     assert "recorded figures are for 10 epochs" in capsys.readouterr().err
+
+
+def test_peers_writes_one_recbole_example_per_next_item(monkeypatch, tmp_path):
+    """RecBole sees exactly prnn's predictions: every next item of every sequence, with its
+    history cut to the last ``max_len`` items."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import peers
+
+    from .conftest import make_log
+
+    log = make_log({1: ["a", "b", "c"], 2: ["d", "e"]})
+    assert peers.write_recbole_examples(log, tmp_path / "x.inter", max_len=1) == 3
+    rows = (tmp_path / "x.inter").read_text().splitlines()
+    assert rows == [
+        "session_id:token\titem_id_list:token_seq\titem_id:token",
+        "s0\ta\tb",
+        "s0\tb\tc",
+        "s1\td\te",
+    ]
+    peers.write_recbole_examples(log, tmp_path / "y.inter", max_len=20)
+    assert (tmp_path / "y.inter").read_text().splitlines()[2] == "s0\ta b\tc"

@@ -1,0 +1,178 @@
+"""prnn against RecBole on exactly the same training and test events.
+
+For each split seed, 10% of amazon_toys_mm's sequences (or rsc15_100k's sessions) are held out
+(``split_sessions_randomly``, as ``prnn experiment paper``). RecBole's GRU4Rec trains on one
+example per next item of the training sequences (its history: the last ``--max-len`` items)
+and is tested on one per next item of the test sequences, written as RecBole atomic files in
+its benchmark-file mode, so it sees exactly prnn's events; RecBole ranks every item
+(``mode: full``). prnn's models train on the same training sequences and are evaluated on every
+next item of the test sequences against all training items (conservative ties).
+
+RecBole 1.2.1 runs in its own virtual environment (it needs numpy<2; it imports ``ray`` only in
+``recbole.quick_start``, which the runner does not use):
+
+    python -m venv /work/venvs/recbole
+    /work/venvs/recbole/bin/pip install torch==2.13.0 recbole==1.2.1 'numpy<2' 'pandas<3'
+    python benchmarks/peers.py --recbole-python /work/venvs/recbole/bin/python \\
+        --seeds 1 --out reports/peers/toys_seed1.md
+
+Prints one table per seed: Recall@20, MRR@20, training seconds and training events/s (next-item
+predictions trained on per second), one thread each. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from prnn.data import EventLog, read_events, split_sessions_randomly
+from prnn.evaluation import evaluate
+from prnn.features import read_features
+from prnn.models import PRNN, GRU4Rec
+from report import emit_table
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[1] / "shared" / "data"
+#: RecBole's GRU4Rec as the peers issue ran it
+RECBOLE_GRU4REC = {
+    "learning_rate": 0.002,
+    "embedding_size": 64,
+    "hidden_size": 100,
+    "num_layers": 1,
+    "dropout_prob": 0.3,
+    "epochs": 6,
+}
+#: prnn at the shared settings of benchmarks/prnn_defaults.py
+PRNN_SHARED = dict(
+    loss="cross-entropy",
+    layers=(100,),
+    batch_size=32,
+    learning_rate=0.1,
+    momentum=0.2,
+    dropout_p_hidden=0.3,
+    logq=1.0,
+    n_epochs=10,
+)
+
+
+def write_recbole_examples(
+    events: EventLog, path: Path, max_len: int, limit: int | None = None, prefix: str = "s"
+) -> int:
+    """One atomic-file row per next item of every sequence: session (``prefix`` + its number,
+    so that training and test sequences never share a RecBole user), history, target."""
+    lines = ["session_id:token\titem_id_list:token_seq\titem_id:token"]
+    offsets, items = events.session_offsets, events.item_ids
+    for session in range(events.n_sessions):
+        lo, hi = offsets[session], offsets[session + 1]
+        for target in range(lo + 1, hi):
+            history = " ".join(str(i) for i in items[max(lo, target - max_len) : target])
+            lines.append(f"{prefix}{session}\t{history}\t{items[target]}")
+        if limit is not None and len(lines) > limit:
+            break  # whole sessions, at least ``limit`` rows
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(lines) - 1
+
+
+def run_recbole(python: str, folder: Path, model: str, settings: dict) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [python, str(HERE / "recbole_runner.py"), str(folder.parent), folder.name, model]
+    result = subprocess.run(
+        [*command, json.dumps(settings)], capture_output=True, text=True, env=env
+    )
+    if result.returncode != 0:
+        sys.exit(f"RecBole {model} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recbole-python", required=True, help="python of RecBole's venv")
+    parser.add_argument("--seeds", default="1", help="split seeds (default: 1)")
+    parser.add_argument("--max-len", type=int, default=20, help="RecBole's history length")
+    parser.add_argument("--image", default=str(DATA / "amazon_toys_mm" / "clip_vitb32_image.npz"))
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    events = read_events(
+        DATA / "amazon_toys_mm" / "sequences.csv.gz", session_col="seq_id", time_col="none"
+    )
+    image = read_features(args.image)
+    lines = [
+        f"# {datetime.date.today().isoformat()}: `python benchmarks/peers.py "
+        f"{' '.join(sys.argv[1:])}`",
+        "# amazon_toys_mm, 10% of the sequences held out per split seed; every next item of a "
+        "test sequence ranked against all items; one thread per run",
+    ]
+    for seed in (int(s) for s in args.seeds.split(",")):
+        train, test, _ = split_sessions_randomly(events, 0.1, seed=seed)
+        rows = []
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = Path(scratch) / "toys"
+            folder.mkdir()
+            n_train = write_recbole_examples(train, folder / "toys.train.inter", args.max_len)
+            n_test = write_recbole_examples(
+                test, folder / "toys.test.inter", args.max_len, prefix="t"
+            )
+            write_recbole_examples(
+                test, folder / "toys.valid.inter", args.max_len, limit=200, prefix="t"
+            )
+            recbole = run_recbole(
+                args.recbole_python,
+                folder,
+                "GRU4Rec",
+                {**RECBOLE_GRU4REC, "MAX_ITEM_LIST_LENGTH": args.max_len},
+            )
+            rows.append(
+                (
+                    "RecBole GRU4Rec (Adam 0.002, full softmax, 64-d embedding, "
+                    f"back-propagation through {args.max_len} items, 6 epochs)",
+                    recbole["recall@20"],
+                    recbole["mrr@20"],
+                    recbole["train_seconds"],
+                    recbole["epochs"] * recbole["train_examples"] / recbole["train_seconds"],
+                )
+            )
+            print(f"# seed {seed}: RecBole {recbole}", file=sys.stderr, flush=True)
+        for label, model, options in (
+            ("prnn GRU4Rec (shared settings, 10 epochs)", GRU4Rec(**PRNN_SHARED), {}),
+            (
+                "prnn p-RNN, CLIP image (defaults, 10 epochs)",
+                PRNN(**PRNN_SHARED),
+                {"features": {"image": image}},
+            ),
+        ):
+            started = time.perf_counter()
+            model.fit(train, compile=False, **options)
+            seconds = time.perf_counter() - started
+            metrics = evaluate(model, test, cutoffs=(20,)).metrics
+            n_events = sum(report.n_events for report in model.history_)
+            rows.append(
+                (label, metrics["recall@20"], metrics["mrr@20"], seconds, n_events / seconds)
+            )
+            print(f"# seed {seed}: {rows[-1]}", file=sys.stderr, flush=True)
+        lines += [
+            "",
+            f"split seed {seed}: {n_train:,} training and {n_test:,} test predictions",
+            "",
+            "| model | Recall@20 | MRR@20 | training s | training events/s |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {label} | {recall:.4f} | {mrr:.4f} | {seconds:.0f} | {rate:,.0f} |"
+            for label, recall, mrr, seconds, rate in rows
+        ]
+    emit_table("\n".join(lines), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -83,8 +83,13 @@ def write_recbole_examples(
 def run_recbole(python: str, folder: Path, model: str, settings: dict) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = [python, str(HERE / "recbole_runner.py"), str(folder.parent), folder.name, model]
+    # in the scratch folder: RecBole writes its logs (log/, log_tensorboard/) where it runs
     result = subprocess.run(
-        [*command, json.dumps(settings)], capture_output=True, text=True, env=env
+        [*command, json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=folder.parent,
     )
     if result.returncode != 0:
         sys.exit(f"RecBole {model} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")

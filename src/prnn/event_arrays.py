@@ -10,8 +10,8 @@ builds its own per-event indices (item indices and the mini-batch schedule, abou
 event) in memory.
 
 Preparing streams the log (Polars' streaming engine), never holding the events as a whole:
-streaming scans check the rows, settle the id types and count each session's events, which
-gives every session its place; then the chunks of events are written at their sessions'
+one streaming scan checks the rows and settles the id types, a second counts each session's
+events, which gives every session its place; then the chunks of events are written at their sessions'
 places, in file order; last, each session's events are sorted by time, a chunk of whole
 sessions at a time. The result is the same log as ``read_events`` of
 the file (ids as int64 when every id is a plain integer, else as text; ties in time keep file
@@ -32,7 +32,7 @@ import polars as pl
 from prnn.data import EventLog, _pick_column
 from prnn.errors import DataError
 from prnn.file_kinds import EVENT_ARRAYS_FORMAT, is_event_arrays
-from prnn.streaming_split import STREAMING, _scan
+from prnn.streaming_split import STREAMING, scan_log
 
 FORMAT = EVENT_ARRAYS_FORMAT
 VERSION = 1
@@ -84,13 +84,16 @@ class PreparedSummary:
     items: int
 
 
-def _id_expression(frame: pl.LazyFrame, column: str) -> tuple[pl.Expr, bool]:
-    """``column`` as Int64 when every value is a plain integer (as ``read_events`` reads ids),
-    else as text; (expression, is_integer)."""
+def _all_plain_integers(column: str) -> pl.Expr:
+    """Whether every value of ``column`` is an integer written plainly: then ``read_events``
+    reads the ids as int64, else as text ("007" stays apart from "7")."""
     text = pl.col(column).cast(pl.String)
-    plain = (text.cast(pl.Int64, strict=False).cast(pl.String) == text).fill_null(False).all()
-    is_integer = bool(frame.select(plain).collect(engine=STREAMING).item())
-    return (text.cast(pl.Int64) if is_integer else text), is_integer
+    return (text.cast(pl.Int64, strict=False).cast(pl.String) == text).fill_null(False).all()
+
+
+def _id_expression(column: str, is_integer: bool) -> pl.Expr:
+    text = pl.col(column).cast(pl.String)
+    return text.cast(pl.Int64) if is_integer else text
 
 
 def _numpy_ids(series: pl.Series, is_integer: bool) -> np.ndarray:
@@ -118,24 +121,14 @@ def prepare_event_arrays(
 
 def _prepare(path, out, session_col, item_col, time_col, where, chunk_events) -> PreparedSummary:
     path, out = Path(path), Path(out)
-    scan = _scan(path)
-    try:
-        columns = scan.collect_schema().names()
-    except (pl.exceptions.PolarsError, OSError) as error:
-        raise DataError(f"{path}: cannot be read: {str(error).strip().splitlines()[0]}") from None
-    for column, value in (where or {}).items():
-        if column not in columns:
-            raise DataError(
-                f"{path}: missing column {column!r} to filter on (found columns: "
-                f"{', '.join(columns)})"
-            )
-        scan = scan.filter(pl.col(column).cast(pl.String) == str(value))
+    scan, columns = scan_log(path, where)
     session = _pick_column("session", session_col, columns, str(path))
     item = _pick_column("item", item_col, columns, str(path))
     has_time = not (time_col is not None and time_col.lower() == "none")
     time = _pick_column("time", time_col, columns, str(path)) if has_time else None
 
-    # pass 1: every row complete, the id types, and each session's size
+    # pass 1: every row complete, the id types, the item count and the widest text item id;
+    # then each session's size
     raw = scan.select(
         pl.col(session).alias("session_id"),
         pl.col(item).alias("item_id"),
@@ -159,6 +152,10 @@ def _prepare(path, out, session_col, item_col, time_col, where, chunk_events) ->
             else []
         ),
         pl.len().alias("n"),
+        _all_plain_integers("session_id").alias("session_int"),
+        _all_plain_integers("item_id").alias("item_int"),
+        pl.col("item_id").cast(pl.String).n_unique().alias("items"),
+        pl.col("item_id").cast(pl.String).str.len_chars().max().alias("item_width"),
     ).collect(engine=STREAMING)
     counts = checked.row(0, named=True)
     if counts["n"] == 0:
@@ -175,11 +172,10 @@ def _prepare(path, out, session_col, item_col, time_col, where, chunk_events) ->
             f"{path}: column {time!r} has {bad} missing or non-numeric time(s) (expected "
             "seconds since the epoch)"
         )
-    session_expr, session_int = _id_expression(raw, "session_id")
-    item_expr, item_int = _id_expression(raw, "item_id")
+    session_int, item_int = bool(counts["session_int"]), bool(counts["item_int"])
     events = raw.select(
-        session_expr.alias("session_id"),
-        item_expr.alias("item_id"),
+        _id_expression("session_id", session_int).alias("session_id"),
+        _id_expression("item_id", item_int).alias("item_id"),
         *([time_expr.cast(pl.Float64).alias("timestamp")] if has_time else []),
     )
     sessions = (events.group_by("session_id").agg(pl.len().alias("n")).sort("session_id")).collect(
@@ -189,7 +185,8 @@ def _prepare(path, out, session_col, item_col, time_col, where, chunk_events) ->
     lengths = sessions["n"].to_numpy().astype(np.int64)
     offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
     n_events, n_sessions = int(offsets[-1]), len(lengths)
-    n_items = int(events.select(pl.col("item_id").n_unique()).collect(engine=STREAMING).item())
+    n_items = int(counts["items"])
+    item_dtype = np.dtype(np.int64) if item_int else np.dtype(f"<U{max(1, counts['item_width'])}")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = out.with_name(f".{out.name}.partial-{os.getpid()}")
@@ -197,7 +194,7 @@ def _prepare(path, out, session_col, item_col, time_col, where, chunk_events) ->
     temp.mkdir()
     try:
         _write_arrays(
-            temp, events, session_ids, offsets, session_int, item_int, has_time, chunk_events
+            temp, events, session_ids, offsets, session_int, item_dtype, has_time, chunk_events
         )
         meta = {
             "format": FORMAT,
@@ -224,7 +221,7 @@ def _write_arrays(
     session_ids: np.ndarray,
     offsets: np.ndarray,
     session_int: bool,
-    item_int: bool,
+    item_dtype: np.dtype,
     has_time: bool,
     chunk_events: int,
 ) -> None:
@@ -244,12 +241,6 @@ def _write_arrays(
     sessions_out.flush()
     del sessions_out
 
-    # the item column's text width is only known from the data: the widest id
-    if item_int:
-        item_dtype = np.dtype(np.int64)
-    else:
-        width = events.select(pl.col("item_id").str.len_chars().max()).collect(engine=STREAMING)
-        item_dtype = np.dtype(f"<U{max(1, int(width.item()))}")
     items_out = open_memmap(folder / "item_ids.npy", mode="w+", dtype=item_dtype, shape=(n_events,))
     times_out = open_memmap(
         folder / "timestamps.npy", mode="w+", dtype=np.float64, shape=(n_events,)
@@ -267,7 +258,7 @@ def _write_arrays(
         rank[order] = np.arange(len(codes)) - group_start
         slots = offsets[codes] + filled[codes] + rank
         filled += np.bincount(codes, minlength=len(lengths))
-        items_out[slots] = _numpy_ids(batch["item_id"], item_int)
+        items_out[slots] = _numpy_ids(batch["item_id"], item_dtype.kind == "i")
         if has_time:
             times_out[slots] = batch["timestamp"].to_numpy()
         else:

@@ -22,12 +22,27 @@ from prnn.errors import DataError
 STREAMING = "streaming"
 
 
-def _scan(path: Path) -> pl.LazyFrame:
+def scan_log(path: Path, where: dict[str, str] | None) -> tuple[pl.LazyFrame, list[str]]:
+    """(a lazy scan of the log at ``path`` keeping the rows ``where`` selects, its columns):
+    CSV/TSV read as text, Parquet as stored."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.suffix.lower() in (".parquet", ".pq"):
-        return pl.scan_parquet(path)
-    return pl.scan_csv(path, separator=_sniff_separator(path), infer_schema=False)
+        scan = pl.scan_parquet(path)
+    else:
+        scan = pl.scan_csv(path, separator=_sniff_separator(path), infer_schema=False)
+    try:
+        columns = scan.collect_schema().names()
+    except (pl.exceptions.PolarsError, OSError) as error:
+        raise DataError(f"{path}: cannot be read: {str(error).strip().splitlines()[0]}") from None
+    for column, value in (where or {}).items():
+        if column not in columns:
+            raise DataError(
+                f"{path}: missing column {column!r} to filter on (found columns: "
+                f"{', '.join(columns)})"
+            )
+        scan = scan.filter(pl.col(column).cast(pl.String) == str(value))
+    return scan, columns
 
 
 def _count(frame: pl.LazyFrame) -> int:
@@ -54,18 +69,7 @@ def split_by_time_streaming(
         raise DataError(f"test_days must be > 0; got {test_days}")
     if split_by not in ("start", "end"):
         raise DataError(f"split_by must be 'start' or 'end'; got {split_by!r}")
-    scan = _scan(path)
-    try:
-        columns = scan.collect_schema().names()
-    except (pl.exceptions.PolarsError, OSError) as error:
-        raise DataError(f"{path}: cannot be read: {str(error).strip().splitlines()[0]}") from None
-    for column, value in (where or {}).items():
-        if column not in columns:
-            raise DataError(
-                f"{path}: missing column {column!r} to filter on (found columns: "
-                f"{', '.join(columns)})"
-            )
-        scan = scan.filter(pl.col(column).cast(pl.String) == str(value))
+    scan, columns = scan_log(path, where)
     session = _pick_column("session", session_col, columns, str(path))
     item = _pick_column("item", item_col, columns, str(path))
     if time_col == "none":

@@ -11,11 +11,11 @@ event) in memory.
 
 Preparing streams the log (Polars' streaming engine), never holding the events as a whole:
 one streaming scan checks the rows and settles the id types, a second counts each session's
-events, which gives every session its place; then the chunks of events are written at their sessions'
-places, in file order; last, each session's events are sorted by time, a chunk of whole
-sessions at a time. The result is the same log as ``read_events`` of
-the file (ids as int64 when every id is a plain integer, else as text; ties in time keep file
-order), which ``tests/test_event_arrays.py`` checks.
+events, which gives every session its place; then the chunks of events are written at their
+sessions' places, in file order; last, each session's events are sorted by time, a chunk of
+whole sessions at a time. The result is the same log as ``read_events`` of the file (ids as
+int64 when every id is a plain integer, else as text; ties in time keep file order), which
+``tests/test_event_arrays.py`` checks.
 """
 
 from __future__ import annotations

@@ -218,6 +218,55 @@ def plan_steps(
         log_row_weight = _split(all_row_weights, row_counts)
         target_log_q = _split(target_correction, sizes)
 
+    return _assemble(
+        inputs=inputs,
+        sizes=sizes,
+        input_step=input_step,
+        input_start=input_start,
+        row_counts=row_counts,
+        rows=_split(rows, row_counts),
+        output_columns=_split(output_columns, output_sizes),
+        input_rows=input_rows,
+        input_columns=input_columns,
+        bias_touched=bias_touched,
+        input_positions=input_positions,
+        input_slots=input_slots,
+        log_row_weight=log_row_weight,
+        target_log_q=target_log_q,
+        dropout=dropout,
+        generator=generator,
+        sparse_features=sparse_features,
+        row_dropout=row_dropout,
+    )
+
+
+def _assemble(
+    *,
+    inputs: torch.Tensor,
+    sizes: list[int],
+    input_step: torch.Tensor,
+    input_start: torch.Tensor,
+    row_counts: list[int],
+    rows,
+    output_columns,
+    input_rows,
+    input_columns,
+    bias_touched,
+    input_positions,
+    input_slots,
+    log_row_weight,
+    target_log_q,
+    dropout: list[DropoutSpec | None],
+    generator: torch.Generator | None,
+    sparse_features: dict[str, FeatureLookup] | None,
+    row_dropout: float,
+) -> list[StepBatch]:
+    """The planned steps from their per-step row parts (sequences, one entry per step): draws
+    the dropout masks, then the row dropout, bags the sparse inputs, and builds each step."""
+    device = inputs.device
+    n_steps, n_inputs = len(sizes), len(inputs)
+    none = [None] * n_steps
+
     def masks(spec: DropoutSpec | None):
         if spec is None or generator is None:
             return none
@@ -227,22 +276,19 @@ def plan_steps(
     step_masks = [masks(spec) for spec in dropout]
     row_keep = none
     if row_dropout > 0 and generator is not None:
-        keep = torch.rand(len(rows), generator=generator, device=device) >= row_dropout
+        keep = torch.rand(sum(row_counts), generator=generator, device=device) >= row_dropout
         row_keep = _split(keep.float(), row_counts)
     bags = {
         name: _bags(lookup, inputs, input_step, input_start, n_steps)
         for name, lookup in (sparse_features or {}).items()
     }
-
     step_inputs = _split(inputs, sizes)
-    rows_of = _split(rows, row_counts)
-    output_columns_of = _split(output_columns, output_sizes)
     return [
         StepBatch(
             inputs=step_inputs[t],
             rows=BatchRows(
-                rows_of[t],
-                output_columns_of[t],
+                rows[t],
+                output_columns[t],
                 input_rows[t],
                 input_columns[t],
                 bias_touched[t],
@@ -295,38 +341,23 @@ def _plan_all_items(
         log_row_weight = [torch.zeros(n_items, device=device)] * n_steps
         target_log_q = _split(torch.zeros(n_inputs, device=device), sizes)
 
-    def masks(spec: DropoutSpec | None):
-        if spec is None or generator is None:
-            return none
-        return _split(dropout_mask((n_inputs, spec.width), spec.p, generator, device), sizes)
-
-    step_masks = [masks(spec) for spec in dropout]
-    row_keep = none
-    if row_dropout > 0 and generator is not None:
-        keep = torch.rand(n_steps * n_items, generator=generator, device=device) >= row_dropout
-        row_keep = _split(keep.float(), [n_items] * n_steps)
-    bags = {
-        name: _bags(lookup, inputs, input_step, input_start, n_steps)
-        for name, lookup in (sparse_features or {}).items()
-    }
-    step_inputs, step_targets = _split(inputs, sizes), _split(targets, sizes)
-    return [
-        StepBatch(
-            inputs=step_inputs[t],
-            rows=BatchRows(
-                every_item,
-                step_targets[t],
-                input_rows[t],
-                input_columns[t] if id_mode is not None else None,
-                None,
-                input_positions[t],
-                input_slots[t],
-            ),
-            bags={name: bag[t] for name, bag in bags.items()},
-            masks=[mask[t] for mask in step_masks],
-            log_row_weight=log_row_weight[t],
-            target_log_q=target_log_q[t],
-            row_keep=row_keep[t],
-        )
-        for t in range(n_steps)
-    ]
+    return _assemble(
+        inputs=inputs,
+        sizes=sizes,
+        input_step=input_step,
+        input_start=input_start,
+        row_counts=[n_items] * n_steps,
+        rows=[every_item] * n_steps,
+        output_columns=_split(targets, sizes),
+        input_rows=input_rows,
+        input_columns=input_columns if id_mode is not None else none,
+        bias_touched=none,
+        input_positions=input_positions,
+        input_slots=input_slots,
+        log_row_weight=log_row_weight,
+        target_log_q=target_log_q,
+        dropout=dropout,
+        generator=generator,
+        sparse_features=sparse_features,
+        row_dropout=row_dropout,
+    )

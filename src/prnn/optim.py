@@ -19,7 +19,61 @@ import torch
 EPSILON = 1e-6  # the reference's eps
 
 
-class AdagradMomentum:
+class RowwiseOptimizer:
+    """What the optimisers share: dense parameters and row-indexed ``tables`` (found by
+    position), their buffers by name for checkpoints, and the row update's last write."""
+
+    dense: list[torch.nn.Parameter]
+    tables: list[torch.Tensor]
+
+    def _buffer_lists(self) -> tuple[tuple[str, list[torch.Tensor]], ...]:
+        """(kind, one buffer per parameter or table) of every buffer list, in a fixed order."""
+        raise NotImplementedError
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The optimiser's buffers by name (a training checkpoint holds them)."""
+        named = {}
+        for kind, buffers in self._buffer_lists():
+            named.update((f"{kind}.{i}", buffer) for i, buffer in enumerate(buffers))
+        return named
+
+    @torch.no_grad()
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy buffers saved by ``state_tensors`` into this optimiser's (same shapes)."""
+        mine = self.state_tensors()
+        if set(mine) != set(tensors):
+            raise ValueError(
+                f"optimiser state has buffers {sorted(tensors)}, this optimiser {sorted(mine)}"
+            )
+        for name, buffer in mine.items():
+            buffer.copy_(tensors[name])
+
+    def _table_index(self, table: torch.Tensor) -> int | None:
+        """Position of ``table`` among the row-wise tables; None = not one of them."""
+        return next((i for i, t in enumerate(self.tables) if t is table), None)
+
+    def _table_position(self, table: torch.Tensor) -> int:
+        """Position of ``table`` among the row-wise tables, which it must be one of."""
+        index = self._table_index(table)
+        if index is None:
+            raise ValueError(
+                f"step_rows: a ({tuple(table.shape)}) tensor that is not one of the optimiser's "
+                "tables; pass it in `tables` when creating the optimiser"
+            )
+        return index
+
+    @staticmethod
+    def _add_to_rows(table: torch.Tensor, rows: torch.Tensor, step: torch.Tensor) -> None:
+        """``table[rows] += step`` for unique ``rows``."""
+        if torch.compiler.is_compiling():
+            # a copy of the updated rows, not an index_add, which compiled code runs with
+            # atomic additions when it uses several threads
+            table.index_copy_(0, rows, table.index_select(0, rows).add_(step))
+        else:
+            table.index_add_(0, rows, step)  # eagerly, one pass instead of gather + copy
+
+
+class AdagradMomentum(RowwiseOptimizer):
     """Adagrad + momentum over dense parameters and row-indexed tables.
 
     Args:
@@ -52,32 +106,13 @@ class AdagradMomentum:
             [torch.zeros_like(table) for table in self.tables] if momentum > 0 else []
         )
 
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """The optimiser's buffers by name (a training checkpoint holds them)."""
-        named = {}
-        for kind, buffers in (
+    def _buffer_lists(self) -> tuple[tuple[str, list[torch.Tensor]], ...]:
+        return (
             ("dense_accumulator", self._dense_acc),
             ("dense_momentum", self._dense_mom),
             ("table_accumulator", self._table_accumulator),
             ("table_momentum", self._table_momentum),
-        ):
-            named.update((f"{kind}.{i}", buffer) for i, buffer in enumerate(buffers))
-        return named
-
-    @torch.no_grad()
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Copy buffers saved by ``state_tensors`` into this optimiser's (same shapes)."""
-        mine = self.state_tensors()
-        if set(mine) != set(tensors):
-            raise ValueError(
-                f"optimiser state has buffers {sorted(tensors)}, this optimiser {sorted(mine)}"
-            )
-        for name, buffer in mine.items():
-            buffer.copy_(tensors[name])
-
-    def _table_index(self, table: torch.Tensor) -> int | None:
-        """Position of ``table`` among the row-wise tables; None = not one of them."""
-        return next((i for i, t in enumerate(self.tables) if t is table), None)
+        )
 
     def state_of(self, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(accumulator, momentum buffer or None) of a dense parameter or a table."""
@@ -129,12 +164,7 @@ class AdagradMomentum:
         """
         if touched is not None:
             rows, grad = rows[touched], grad[touched]
-        table_index = self._table_index(table)
-        if table_index is None:
-            raise ValueError(
-                f"step_rows: a ({tuple(table.shape)}) tensor that is not one of the optimiser's "
-                "tables; pass it in `tables` when creating the optimiser"
-            )
+        table_index = self._table_position(table)
         accumulator = self._table_accumulator[table_index]
         accumulated = accumulator.index_select(0, rows).addcmul_(grad, grad)
         accumulator.index_copy_(0, rows, accumulated)
@@ -146,19 +176,14 @@ class AdagradMomentum:
             momentum.index_copy_(0, rows, step)
         else:
             step = torch.div(grad, denominator).mul_(-self.learning_rate)
-        if torch.compiler.is_compiling():
-            # rows are unique: a copy of the updated rows, not an index_add, which compiled
-            # code runs with atomic additions when it uses several threads
-            table.index_copy_(0, rows, table.index_select(0, rows).add_(step))
-        else:
-            table.index_add_(0, rows, step)  # eagerly, one pass instead of gather + copy
+        self._add_to_rows(table, rows, step)
 
 
 ADAM_BETAS = (0.9, 0.999)  # PyTorch's defaults, as RecBole trains with
 ADAM_EPSILON = 1e-8
 
 
-class Adam:
+class Adam(RowwiseOptimizer):
     """Adam (or AdamW, with ``weight_decay``) over dense parameters and row-indexed tables.
 
     Dense parameters follow ``torch.optim.Adam`` / ``AdamW`` exactly. Tables are updated lazily,
@@ -186,26 +211,16 @@ class Adam:
         device = self.dense[0].device if self.dense else torch.device("cpu")
         self._step = torch.zeros((), device=device)
 
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        named = {"step": self._step}
-        for kind, buffers in (
+    def _buffer_lists(self) -> tuple[tuple[str, list[torch.Tensor]], ...]:
+        return (
             ("dense_first_moment", self._dense_first),
             ("dense_second_moment", self._dense_second),
             ("table_first_moment", self._table_first),
             ("table_second_moment", self._table_second),
-        ):
-            named.update((f"{kind}.{i}", buffer) for i, buffer in enumerate(buffers))
-        return named
+        )
 
-    @torch.no_grad()
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        mine = self.state_tensors()
-        if set(mine) != set(tensors):
-            raise ValueError(
-                f"optimiser state has buffers {sorted(tensors)}, this optimiser {sorted(mine)}"
-            )
-        for name, buffer in mine.items():
-            buffer.copy_(tensors[name])
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {"step": self._step, **super().state_tensors()}
 
     def _corrections(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(learning rate / (1 - beta1^t), sqrt(1 - beta2^t)) at the current step t."""
@@ -244,12 +259,7 @@ class Adam:
         """Update rows ``rows`` (unique) of ``table`` and their moments; the others keep both."""
         if touched is not None:
             rows, grad = rows[touched], grad[touched]
-        index = next((i for i, t in enumerate(self.tables) if t is table), None)
-        if index is None:
-            raise ValueError(
-                f"step_rows: a ({tuple(table.shape)}) tensor that is not one of the optimiser's "
-                "tables; pass it in `tables` when creating the optimiser"
-            )
+        index = self._table_position(table)
         beta1, beta2 = ADAM_BETAS
         step_size, root_correction = self._corrections()
         first = self._table_first[index].index_select(0, rows).mul_(beta1)
@@ -262,10 +272,7 @@ class Adam:
         update = update.mul_(-step_size)
         if self.weight_decay:  # decoupled (AdamW): p - lr * wd * p - the Adam step
             update.sub_(table.index_select(0, rows), alpha=self.learning_rate * self.weight_decay)
-        if torch.compiler.is_compiling():
-            table.index_copy_(0, rows, table.index_select(0, rows).add_(update))
-        else:
-            table.index_add_(0, rows, update)
+        self._add_to_rows(table, rows, update)
 
 
 def make_optimizer(config, dense: list, tables: list[torch.Tensor]):

@@ -61,6 +61,10 @@ class GRU4RecConfig:
     """Score every item at every step (the full softmax, cross-entropy only) instead of the
     batch's targets and n_sample sampled items; n_sample, sample_alpha and logq then do not
     apply. Costs items x hidden per lane and step: for catalogues of thousands of items."""
+    bptt: int = 1
+    """Truncated back-propagation through time: each step's loss back-propagates through the
+    last bptt steps of its lane (within its session); 1 = the reference's one-step truncation.
+    Training runs eagerly when > 1; each extra step costs about one more GRU backward pass."""
     bpreg: float = 1.0
     """Score regularisation of BPR-max."""
     elu_param: float = 0.5
@@ -106,6 +110,7 @@ class GRU4RecConfig:
         check_number(self, "elu_param", minimum=0.0)
         check_number(self, "embedding", minimum=0)
         check_number(self, "n_epochs", minimum=1)
+        check_number(self, "bptt", minimum=1)
         check_number(self, "sample_store_size", minimum=1)
         if self.constrained_embedding and self.embedding > 0:
             raise ConfigError(

@@ -97,8 +97,8 @@ class GRULayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradients w.r.t. the projected input and the recurrent product, both (B, 3H).
 
-        The gradient w.r.t. ``h`` itself is not needed: training truncates back-propagation
-        to one step, so the carried state is a constant.
+        The gradient w.r.t. ``h`` itself is ``hidden_gradient``'s, needed only when training
+        back-propagates through more than one step.
         """
         r, z, candidate = gates.r, gates.z, gates.candidate
         grad_z = grad_out * (candidate - h) * z * (1 - z)
@@ -107,6 +107,13 @@ class GRULayer(nn.Module):
         grad_projected = torch.cat([grad_r, grad_z, grad_candidate], dim=1)
         grad_recurrent = torch.cat([grad_r, grad_z, grad_candidate * r], dim=1)
         return grad_projected, grad_recurrent
+
+    def hidden_gradient(
+        self, grad_out: torch.Tensor, gates: GRUGates, grad_recurrent: torch.Tensor
+    ) -> torch.Tensor:
+        """Gradient w.r.t. the carried state ``h`` of a step: through the update gate's
+        ``(1 - z) * h`` and through the recurrent product (``backward``'s ``grad_recurrent``)."""
+        return grad_out * (1 - gates.z) + grad_recurrent @ self.weight_hh.T
 
 
 def dropout_mask(

@@ -16,9 +16,9 @@ subnets are in the output (active) and which train; the p-RNN training methods a
 of phases (``prnn.training.schedules``).
 
 Training runs ``train_step``: a hand-written forward and backward pass over the rows a
-mini-batch touches, with one-step truncated back-propagation as in GRU4Rec. Subnets that do not
-train in the current phase cost only their forward pass. The network holds no optimiser: the
-step takes one.
+mini-batch touches, with one-step truncated back-propagation as in GRU4Rec, or through the last
+k steps of each lane (``bptt=k``, ``prnn.network.history``). Subnets that do not train in the
+current phase cost only their forward pass. The network holds no optimiser: the step takes one.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from prnn.network.history import BackpropWindow
 from prnn.network.inputs import FeatureLookup
 from prnn.network.layers import DropoutSpec, GRULayer, glorot_uniform_
 from prnn.network.sparse import bag_gradient, bag_projection
@@ -38,6 +39,8 @@ ID = "id"
 EMBEDDING_MODES = ("constrained", "separate", "one-hot")
 #: the key of the output projection's input in the training step's caches (not a subnet name)
 _FEATURE_OUTPUT = "\0output"
+#: the key, among a step's row gradients, of the past steps' input rows (``bptt`` > 1)
+PAST_INPUTS = "\0past inputs"
 #: where an item's output vector comes from: its ID rows (the paper), a learned projection of
 #: its features (so an item never clicked in training gets a score), or both added
 OUTPUT_MODES = ("id", "features", "hybrid")
@@ -563,11 +566,15 @@ class Network(nn.Module):
         gathered: dict[str, torch.Tensor],
         caches: dict,
         grad_scores: torch.Tensor,
+        window: BackpropWindow | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Gradients of the loss, given its gradient w.r.t. the scores.
 
         Returns (dense parameter gradients by parameter name, gathered-row gradients by
-        ``gather_rows`` key); frozen subnets get none, so they cost nothing here.
+        ``gather_rows`` key); frozen subnets get none, so they cost nothing here. With a
+        ``window`` of past steps the loss also back-propagates through them (``bptt`` > 1):
+        their dense gradients add to the step's, and the item-table rows their inputs read
+        come as (table, rows, gradient) triples under the key ``PAST_INPUTS``.
         """
         rows = step.rows
         dense: dict[str, torch.Tensor] = {}
@@ -575,6 +582,7 @@ class Network(nn.Module):
         from_ids = self.output != "features"
         keep = None if step.row_keep is None else step.row_keep[:, None]
         row_grads = {"bias": grad_bias if keep is None else grad_bias * keep} if from_ids else {}
+        past_inputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         grad_query = None
         if self.output != "id":
             item_features = caches[_FEATURE_OUTPUT]
@@ -604,46 +612,20 @@ class Network(nn.Module):
                 grad_weighted = share if grad_weighted is None else grad_weighted + share
             if isinstance(subnet.weight, nn.Parameter):
                 dense[prefix + "weight"] = (grad_weighted * last).sum()
-            grad_x = grad_weighted * subnet.weight
-            grad_projected = None
-            for layer_index in reversed(range(len(subnet.layers))):
-                layer = subnet.layers[layer_index]
-                cache = layer_caches[layer_index]
-                if cache.mask is not None:
-                    grad_x = grad_x * cache.mask
-                grad_projected, grad_recurrent = layer.backward(grad_x, cache.h, cache.gates)
-                name = f"{prefix}layers.{layer_index}."
-                dense[name + "weight_hh"] = cache.h.T @ grad_recurrent
-                dense[name + "bias_ih"] = grad_projected.sum(dim=0)
-                dense[name + "bias_hh"] = grad_recurrent.sum(dim=0)
-                if layer.weight_ih is not None:
-                    dense[name + "weight_ih"] = cache.layer_input.T @ grad_projected
-                    if layer_index > 0 or subnet.embeds_inputs:
-                        grad_x = grad_projected @ layer.weight_ih.T
-            # the item-table inputs of layer 0
-            if subnet.id_mode in ("constrained", "separate"):
-                grad_id = grad_x[:, : subnet.id_width]
-                if input_mask is not None:
-                    grad_id = grad_id * input_mask[:, : subnet.id_width]
-                summed = rows.input_one_hot().T @ grad_id  # (distinct inputs, width)
-                if subnet.id_mode == "separate":
-                    row_grads[f"id:{subnet.name}"] = summed
+            through_time = window is not None and bool(window.past)
+            grad_outputs = [None] * (len(subnet.layers) - 1) + [grad_weighted * subnet.weight]
+            grad_x, grad_projected, grad_hidden = _layers_backward(
+                subnet, prefix, layer_caches, grad_outputs, dense, through_time
+            )
+            for key, grad in _input_gradients(subnet, step, grad_x, grad_projected, input_mask):
+                if key == block_key:  # constrained: the inputs' rows are among the step's rows
+                    row_grads[key] = _add_rows(row_grads[key], rows.input_positions, grad)
                 else:
-                    row_grads[block_key] = _add_rows(
-                        row_grads[block_key], rows.input_positions, summed
-                    )
-            elif subnet.id_mode == "one-hot":
-                row_grads[f"id:{subnet.name}"] = rows.input_one_hot().T @ grad_projected
-            for position, name in enumerate(subnet.sparse_inputs):
-                if subnet.sparse_embedding:
-                    start = subnet.sparse_start + position * subnet.sparse_embedding
-                    columns = slice(start, start + subnet.sparse_embedding)
-                    grad_bag = grad_x[:, columns]
-                    if input_mask is not None:
-                        grad_bag = grad_bag * input_mask[:, columns]
-                else:
-                    grad_bag = grad_projected
-                row_grads[f"bag:{subnet.name}:{name}"] = bag_gradient(grad_bag, step.bags[name])
+                    row_grads[key] = grad
+            if through_time:
+                past_inputs += _backward_through_time(subnet, prefix, window, grad_hidden, dense)
+        if past_inputs:
+            row_grads[PAST_INPUTS] = past_inputs
         return dense, row_grads
 
     def _row_updates(
@@ -674,6 +656,8 @@ class Network(nn.Module):
                 add(subnet.output_weight, rows.rows, row_grads[block_key], touched)
         if "bias" in row_grads:
             add(self.output_bias, rows.rows, row_grads["bias"], rows.bias_touched)
+        for table, table_rows, grad in row_grads.get(PAST_INPUTS, ()):
+            _merge_update(updates, table, table_rows, grad)
         return updates
 
     def _apply_updates(
@@ -700,13 +684,23 @@ class Network(nn.Module):
         prepared: tuple[torch.Tensor, ...],
         optimizer,
         exchange=None,
+        window: BackpropWindow | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``train_step``'s arithmetic: forward, backward and the optimiser's updates."""
         gathered = self.gather_rows(step)
         scores, new_hidden, caches = self.forward_train(step, hidden, gathered)
         loss, grad_scores = value_and_gradient(scores, *prepared)
-        dense, row_grads = self.backward(step, gathered, caches, grad_scores)
+        dense, row_grads = self.backward(step, gathered, caches, grad_scores, window)
         self._apply_updates(optimizer, step, dense, row_grads, exchange)
+        if window is not None:
+            window.push(
+                step,
+                {
+                    name: (cache[0], cache[3])
+                    for name, cache in caches.items()
+                    if name != _FEATURE_OUTPUT
+                },
+            )
         return loss, new_hidden
 
     @torch.no_grad()
@@ -718,6 +712,7 @@ class Network(nn.Module):
         optimizer,
         compiled: bool = False,
         exchange=None,
+        window: BackpropWindow | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One training step with a hand-written backward pass; returns (loss, new hidden).
 
@@ -728,11 +723,18 @@ class Network(nn.Module):
         ``torch.compile``: plain arithmetic on tensors whose shapes vary from step to step,
         with no scatter over repeated indices. ``exchange(dense grads, row updates)``: returns
         the gradients to apply instead (data-parallel training averages them over the
-        processes, ``prnn.training.distributed``); eager only.
+        processes, ``prnn.training.distributed``); eager only. ``window``: the past steps to
+        back-propagate through as well (``bptt`` > 1; this step joins it); eager only.
         """
-        if exchange is not None:
+        if exchange is not None or window is not None:
             return self._step_arithmetic(
-                step, hidden, loss.value_and_gradient, loss.prepared(step), optimizer, exchange
+                step,
+                hidden,
+                loss.value_and_gradient,
+                loss.prepared(step),
+                optimizer,
+                exchange,
+                window,
             )
         arithmetic = self._step_arithmetic
         if compiled and step.batch > 1:  # a lone lane would cost a recompilation for one step
@@ -760,6 +762,141 @@ def _check_output_features(
             "output=features with an ID input needs a separate or one-hot ID embedding: a "
             "constrained embedding is the ID output block that output=features replaces"
         )
+
+
+def _layers_backward(
+    subnet: Subnet,
+    prefix: str,
+    layer_caches: list[_LayerCache],
+    grad_outputs: list[torch.Tensor | None],
+    dense: dict[str, torch.Tensor],
+    through_time: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor, list[torch.Tensor | None]]:
+    """Back-propagates one step through a subnet's layers, top to bottom.
+
+    ``grad_outputs``: per layer, the gradient w.r.t. its (dropped-out) output from outside the
+    step's layers: the loss's for the top layer of the step being trained, the next step's for
+    a past step's states; None = none. Adds the weights' gradients to ``dense``. Returns (the
+    gradient w.r.t. layer 0's dense input when it holds trained item-table rows, else None;
+    layer 0's gradient w.r.t. its projected input; per layer, with ``through_time``, the
+    gradient w.r.t. the state the step started from).
+    """
+    grad_x, grad_projected = None, None
+    grad_hidden: list[torch.Tensor | None] = [None] * len(subnet.layers)
+    for layer_index in reversed(range(len(subnet.layers))):
+        layer = subnet.layers[layer_index]
+        cache = layer_caches[layer_index]
+        grad_out = grad_outputs[layer_index]
+        if grad_x is not None:
+            grad_out = grad_x if grad_out is None else grad_out + grad_x
+        if cache.mask is not None:
+            grad_out = grad_out * cache.mask
+        grad_projected, grad_recurrent = layer.backward(grad_out, cache.h, cache.gates)
+        name = f"{prefix}layers.{layer_index}."
+        _accumulate(dense, name + "weight_hh", cache.h.T @ grad_recurrent)
+        _accumulate(dense, name + "bias_ih", grad_projected.sum(dim=0))
+        _accumulate(dense, name + "bias_hh", grad_recurrent.sum(dim=0))
+        grad_x = None
+        if layer.weight_ih is not None:
+            _accumulate(dense, name + "weight_ih", cache.layer_input.T @ grad_projected)
+            if layer_index > 0 or subnet.embeds_inputs:
+                grad_x = grad_projected @ layer.weight_ih.T
+        if through_time:
+            grad_hidden[layer_index] = layer.hidden_gradient(grad_out, cache.gates, grad_recurrent)
+    return grad_x, grad_projected, grad_hidden
+
+
+def _input_gradients(
+    subnet: Subnet,
+    step: StepBatch,
+    grad_x: torch.Tensor | None,
+    grad_projected: torch.Tensor,
+    input_mask: torch.Tensor | None,
+) -> list[tuple[str, torch.Tensor]]:
+    """The gradients of the item-table rows layer 0 read, by ``gather_rows`` key, summed per
+    distinct row: ``block:`` (constrained ID: rows ``step.rows.input_positions`` of the step's
+    rows), ``id:`` (rows ``input_rows``), ``bag:`` (the bag's ``columns``)."""
+    rows = step.rows
+    grads = []
+    if subnet.id_mode in ("constrained", "separate"):
+        grad_id = grad_x[:, : subnet.id_width]
+        if input_mask is not None:
+            grad_id = grad_id * input_mask[:, : subnet.id_width]
+        summed = rows.input_one_hot().T @ grad_id  # (distinct inputs, width)
+        kind = "block" if subnet.id_mode == "constrained" else "id"
+        grads.append((f"{kind}:{subnet.name}", summed))
+    elif subnet.id_mode == "one-hot":
+        grads.append((f"id:{subnet.name}", rows.input_one_hot().T @ grad_projected))
+    for position, name in enumerate(subnet.sparse_inputs):
+        if subnet.sparse_embedding:
+            start = subnet.sparse_start + position * subnet.sparse_embedding
+            columns = slice(start, start + subnet.sparse_embedding)
+            grad_bag = grad_x[:, columns]
+            if input_mask is not None:
+                grad_bag = grad_bag * input_mask[:, columns]
+        else:
+            grad_bag = grad_projected
+        grads.append((f"bag:{subnet.name}:{name}", bag_gradient(grad_bag, step.bags[name])))
+    return grads
+
+
+def _backward_through_time(
+    subnet: Subnet,
+    prefix: str,
+    window: BackpropWindow,
+    grad_hidden: list[torch.Tensor | None],
+    dense: dict[str, torch.Tensor],
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Carries the gradient w.r.t. the states the current step started from back through the
+    window's past steps, newest first; adds their weight gradients to ``dense`` and returns
+    their inputs' (item table, distinct rows, gradient) triples."""
+    found = []
+    lanes = window.lanes
+    for depth, past in enumerate(reversed(window.past)):
+        cached = past.caches.get(subnet.name)
+        if cached is None:  # the subnet was not run at that step: its chain stops
+            break
+        layer_caches, input_mask = cached
+        n_lanes = layer_caches[0].h.shape[0]
+        grad_outputs = [lanes.to_previous(grad, n_lanes) for grad in grad_hidden]
+        oldest = depth == len(window.past) - 1
+        grad_x, grad_projected, grad_hidden = _layers_backward(
+            subnet, prefix, layer_caches, grad_outputs, dense, through_time=not oldest
+        )
+        rows = past.step.rows
+        for key, grad in _input_gradients(subnet, past.step, grad_x, grad_projected, input_mask):
+            kind = key.split(":", 1)[0]
+            if kind == "block":
+                found.append((subnet.output_weight, rows.rows[rows.input_positions], grad))
+            elif kind == "id":
+                found.append((subnet.id_table, rows.input_rows, grad))
+            else:
+                name = key.rsplit(":", 1)[1]
+                found.append((subnet.bag_table(name), past.step.bags[name].columns, grad))
+        lanes = past.lanes
+    return found
+
+
+def _accumulate(grads: dict[str, torch.Tensor], name: str, grad: torch.Tensor) -> None:
+    grads[name] = grad if name not in grads else grads[name] + grad
+
+
+def _merge_update(
+    updates: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    table: torch.Tensor,
+    rows: torch.Tensor,
+    grad: torch.Tensor,
+) -> None:
+    """Adds the gradient of ``rows`` of ``table`` to ``updates``, summed into the table's update
+    if it has one, so that every table is updated once per step, over distinct rows."""
+    for position, (known, known_rows, known_grad) in enumerate(updates):
+        if known is table:
+            rows, grad = torch.cat([known_rows, rows]), torch.cat([known_grad, grad])
+            del updates[position]
+            break
+    distinct, slots = torch.unique(rows, return_inverse=True)
+    summed = grad.new_zeros(len(distinct), grad.shape[1]).index_add_(0, slots, grad)
+    updates.append((table, distinct, summed))
 
 
 def _add_rows(table: torch.Tensor, positions: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ import torch
 from prnn.batching import NegativeSampler, SessionParallelSchedule, session_parallel_schedule
 from prnn.data import EventLog
 from prnn.errors import ConfigError, TrainingError
+from prnn.network import BackpropWindow
 from prnn.optim import make_optimizer
 from prnn.progress import progress_bar
 from prnn.training.checkpoint import Checkpointing, load_for_resume, save_checkpoint
@@ -76,8 +77,8 @@ def _lane_change_tensors(schedule: SessionParallelSchedule, device) -> dict[int,
 def _apply_lane_changes(hidden: list[torch.Tensor], changes) -> list[torch.Tensor]:
     for reset, keep in changes:
         if reset is not None:
-            for h in hidden:
-                h.index_fill_(0, reset, 0.0)
+            # not in place: a past step back-propagated through (bptt > 1) keeps these states
+            hidden = [h.index_fill(0, reset, 0.0) for h in hidden]
         if keep is not None:
             hidden = [h.index_select(0, keep) for h in hidden]
     return hidden
@@ -153,12 +154,22 @@ def mixed_precision_dtype(device: torch.device) -> torch.dtype:
 
 
 def _train_step(
-    network, step, hidden, step_loss, optimizer, decision: CompileDecision, exchange=None
+    network,
+    step,
+    hidden,
+    step_loss,
+    optimizer,
+    decision: CompileDecision,
+    exchange=None,
+    window: BackpropWindow | None = None,
 ):
     """One step, compiled if so decided; a compilation that fails falls back to eager mode.
-    ``exchange``: the data-parallel gradient exchange (eager)."""
-    if exchange is not None:
-        return network.train_step(step, hidden, step_loss, optimizer, exchange=exchange)
+    ``exchange``: the data-parallel gradient exchange (eager); ``window``: the past steps
+    to back-propagate through (eager)."""
+    if exchange is not None or window is not None:
+        return network.train_step(
+            step, hidden, step_loss, optimizer, exchange=exchange, window=window
+        )
     if decision.compiled:
         try:
             return network.train_step(step, hidden, step_loss, optimizer, compiled=True)
@@ -256,6 +267,12 @@ def train_session_parallel(
         if compile:
             log.warning("distributed training runs the step eagerly: --compile is ignored")
         compile = False  # the exchange sits between the backward pass and the update
+    bptt = getattr(config, "bptt", 1)
+    window = BackpropWindow(bptt) if bptt > 1 else None
+    if window is not None:
+        if compile:
+            log.warning("bptt > 1 runs the step eagerly: --compile is ignored")
+        compile = False  # the window's past steps vary in number and shape
     if schedule.n_targets == 0:
         raise TrainingError(f"{events.source}: no session has two events; nothing to train on")
     item_index_t = torch.from_numpy(item_index.astype(np.int64))
@@ -396,6 +413,8 @@ def train_session_parallel(
             first_step, earlier_seconds = 0, 0.0
             # the first step's lanes: fewer than batch_size when there are fewer sessions
             hidden = network.initial_hidden(step_sizes[0])
+            if window is not None:
+                window.clear()  # (a mid-epoch resume, too, starts the window afresh)
             loss_sum = torch.zeros((), device=device)
             if resumed is not None and epoch == start_epoch and start_step > 0:
                 # mid-epoch: the lanes and the loss as they were (lane changes at this step
@@ -419,6 +438,8 @@ def train_session_parallel(
                             current_phase = wanted
                     changes = lane_changes.get(step)
                     if changes and not (step == first_step and first_step > 0):
+                        if window is not None:
+                            window.lanes_changed(changes, len(hidden[0]))
                         hidden = _apply_lane_changes(hidden, changes)
                     if step % CHUNK_STEPS == 0:
                         planned, random_before = planner.chunk(step)
@@ -439,7 +460,14 @@ def train_session_parallel(
                     planned_step = planned[step % CHUNK_STEPS]
                     decision.before_step()
                     loss, hidden = _train_step(
-                        network, planned_step, hidden, step_loss, optimizer, decision, exchange
+                        network,
+                        planned_step,
+                        hidden,
+                        step_loss,
+                        optimizer,
+                        decision,
+                        exchange,
+                        window,
                     )
                     decision.after_step()
                     loss_sum.add_(loss, alpha=step_offsets[step + 1] - step_offsets[step])

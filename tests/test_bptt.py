@@ -28,11 +28,35 @@ from tests.test_prnn import SMALL, _cyclic, _dense, _sparse
 # dropped (its sessions ran out)
 STEP_INPUTS = [[1, 3, 3, 0], [2, 5, 1, 0], [4, 7, 6, 3], [0, 2, 5]]
 STEP_TARGETS = [[2, 5, 1, 0], [4, 3, 6, 3], [0, 6, 2, 5], [1, 4, 7]]
-SAMPLES = torch.tensor([[6, 6, 0, 4, 2, 1], [7, 1, 2, 2, 5, 3], [3, 0, 1, 4, 4, 7], [5, 6, 0, 2, 3, 1]])
+SAMPLES = torch.tensor(
+    [[6, 6, 0, 4, 2, 1], [7, 1, 2, 2, 5, 3], [3, 0, 1, 4, 4, 7], [5, 6, 0, 2, 3, 1]]
+)
 LANE_CHANGES = {
     2: [(torch.tensor([1]), None)],
     3: [(None, torch.tensor([0, 2, 3]))],
 }
+SHORT = (STEP_INPUTS, STEP_TARGETS, SAMPLES, LANE_CHANGES)
+
+
+def _long_scenario():
+    """Twelve steps: lanes restart sessions now and then, and two lanes are dropped."""
+    generator = torch.Generator().manual_seed(0)
+    sizes = [5] * 6 + [4] * 3 + [3] * 3
+
+    def items(n):
+        return torch.randint(0, N_ITEMS, (n,), generator=generator).tolist()
+
+    changes = {
+        3: [(torch.tensor([0, 4]), None)],
+        6: [(torch.tensor([2]), torch.tensor([0, 1, 2, 4]))],
+        9: [(None, torch.tensor([1, 2, 3]))],
+        10: [(torch.tensor([1]), None)],
+    }
+    samples = torch.randint(0, N_ITEMS, (len(sizes), 6), generator=generator)
+    return [items(n) for n in sizes], [items(n) for n in sizes], samples, changes
+
+
+LONG = _long_scenario()
 
 
 class RecordingOptimizer:
@@ -52,15 +76,16 @@ class RecordingOptimizer:
         self.rows.append((table, rows, grad))
 
 
-def _plan(network, config):
+def _plan(network, config, scenario=SHORT):
+    step_inputs, step_targets, samples, _ = scenario
     step_loss = make_step_loss(config)
     return plan_steps(
         id_mode=network.id_mode,
         n_items=N_ITEMS,
-        inputs=torch.tensor([i for step in STEP_INPUTS for i in step]),
-        targets=torch.tensor([i for step in STEP_TARGETS for i in step]),
-        sizes=[len(step) for step in STEP_INPUTS],
-        samples=SAMPLES,
+        inputs=torch.tensor([i for step in step_inputs for i in step]),
+        targets=torch.tensor([i for step in step_targets for i in step]),
+        sizes=[len(step) for step in step_inputs],
+        samples=samples,
         log_q=_log_q() if config.loss == "cross-entropy" else None,
         with_row_weights=step_loss.needs_row_weights,
         dropout=network.dropout_specs(),
@@ -70,33 +95,38 @@ def _plan(network, config):
     )
 
 
-def _by_hand(network, config, steps, bptt):
+def _start_states(network, n_lanes):
+    generator = torch.Generator().manual_seed(2)
+    return [torch.randn(h.shape, generator=generator) for h in network.initial_hidden(n_lanes)]
+
+
+def _by_hand(network, config, steps, bptt, lane_changes=LANE_CHANGES):
     """The last step's gradients, as the hand-written step hands them to the optimiser."""
     step_loss = make_step_loss(config)
     optimizer = RecordingOptimizer(network)
     window = BackpropWindow(bptt) if bptt > 1 else None
-    hidden = _hidden(network)
+    hidden = _start_states(network, steps[0].batch)
     for index, step in enumerate(steps):
-        if index in LANE_CHANGES:
+        if index in lane_changes:
             if window is not None:
-                window.lanes_changed(LANE_CHANGES[index], len(hidden[0]))
-            hidden = _apply_lane_changes(hidden, LANE_CHANGES[index])
+                window.lanes_changed(lane_changes[index], len(hidden[0]))
+            hidden = _apply_lane_changes(hidden, lane_changes[index])
         _, hidden = network.train_step(step, hidden, step_loss, optimizer, window=window)
     return optimizer
 
 
-def _by_autograd(network, config, steps, bptt):
+def _by_autograd(network, config, steps, bptt, lane_changes=LANE_CHANGES):
     """The last step's gradients by autograd through its last ``bptt`` steps (the earlier
     ones run without a graph: the state they leave is a constant)."""
     step_loss = make_step_loss(config)
     tables = network.item_tables()
     for table in tables:
         table.requires_grad_(True)
-    hidden = _hidden(network)
+    hidden = _start_states(network, steps[0].batch)
     try:
         for index, step in enumerate(steps):
-            if index in LANE_CHANGES:
-                hidden = _apply_lane_changes(hidden, LANE_CHANGES[index])
+            if index in lane_changes:
+                hidden = _apply_lane_changes(hidden, lane_changes[index])
             with torch.set_grad_enabled(index >= len(steps) - bptt):
                 scores, hidden, _ = network.forward_train(step, hidden, network.gather_rows(step))
         _, grad_scores = step_loss.value_and_gradient(scores.detach(), *step_loss.prepared(step))
@@ -118,15 +148,13 @@ def _dense_rows(recorded, table):
     return full
 
 
-@pytest.mark.parametrize("bptt", [1, 2, 3])
-@pytest.mark.parametrize("loss", ["cross-entropy", "bpr-max"])
-@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
-def test_back_propagation_through_the_window_equals_autograd(architecture, loss, bptt):
+def _check_against_autograd(architecture, loss, bptt, scenario):
     network = _network(architecture)
     config = _config(loss)
-    steps = _plan(network, config)
-    recorded = _by_hand(network, config, steps, bptt)
-    expected_dense, expected_tables = _by_autograd(network, config, steps, bptt)
+    steps = _plan(network, config, scenario)
+    lane_changes = scenario[3]
+    recorded = _by_hand(network, config, steps, bptt, lane_changes)
+    expected_dense, expected_tables = _by_autograd(network, config, steps, bptt, lane_changes)
     assert set(recorded.dense) == {n for n, g in expected_dense.items() if g is not None}
     for name, grad in recorded.dense.items():
         torch.testing.assert_close(grad, expected_dense[name], msg=name)
@@ -135,6 +163,19 @@ def test_back_propagation_through_the_window_equals_autograd(architecture, loss,
         if table is network.output_bias and network.output == "id":
             expected = expected * (got != 0)  # the reference moves the outputs' bias only
         torch.testing.assert_close(got, expected if expected is not None else torch.zeros_like(got))
+
+
+@pytest.mark.parametrize("bptt", [1, 2, 3])
+@pytest.mark.parametrize("loss", ["cross-entropy", "bpr-max"])
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_back_propagation_through_the_window_equals_autograd(architecture, loss, bptt):
+    _check_against_autograd(architecture, loss, bptt, SHORT)
+
+
+@pytest.mark.parametrize("bptt", [6, 10])
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_a_long_window_over_restarts_and_dropped_lanes_equals_autograd(architecture, bptt):
+    _check_against_autograd(architecture, "cross-entropy", bptt, LONG)
 
 
 def test_the_window_reaches_further_back_only_as_far_as_it_is_long():

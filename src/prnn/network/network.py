@@ -656,8 +656,16 @@ class Network(nn.Module):
                 add(subnet.output_weight, rows.rows, row_grads[block_key], touched)
         if "bias" in row_grads:
             add(self.output_bias, rows.rows, row_grads["bias"], rows.bias_touched)
+        past_inputs: dict[int, list] = {}
         for table, table_rows, grad in row_grads.get(PAST_INPUTS, ()):
-            _merge_update(updates, table, table_rows, grad)
+            past_inputs.setdefault(id(table), []).append((table, table_rows, grad))
+        for triples in past_inputs.values():
+            _merge_update(
+                updates,
+                triples[0][0],
+                torch.cat([t[1] for t in triples]),
+                torch.cat([t[2] for t in triples]),
+            )
         return updates
 
     def _apply_updates(
@@ -849,8 +857,15 @@ def _backward_through_time(
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Carries the gradient w.r.t. the states the current step started from back through the
     window's past steps, newest first; adds their weight gradients to ``dense`` and returns
-    their inputs' (item table, distinct rows, gradient) triples."""
-    found = []
+    their inputs' (item table, rows, gradient) triples (rows may repeat).
+
+    Only the chain from step to step runs step by step; the weight and input gradients, sums
+    of per-lane products, are then taken once over all the past steps' lanes together.
+    """
+    n_layers = len(subnet.layers)
+    # per past step reached: (step, layer caches, input mask, per layer: gradients w.r.t. the
+    # projected input and the recurrent product)
+    visited = []
     lanes = window.lanes
     for depth, past in enumerate(reversed(window.past)):
         cached = past.caches.get(subnet.name)
@@ -858,23 +873,67 @@ def _backward_through_time(
             break
         layer_caches, input_mask = cached
         n_lanes = layer_caches[0].h.shape[0]
-        grad_outputs = [lanes.to_previous(grad, n_lanes) for grad in grad_hidden]
-        oldest = depth == len(window.past) - 1
-        grad_x, grad_projected, grad_hidden = _layers_backward(
-            subnet, prefix, layer_caches, grad_outputs, dense, through_time=not oldest
-        )
-        rows = past.step.rows
-        for key, grad in _input_gradients(subnet, past.step, grad_x, grad_projected, input_mask):
-            kind = key.split(":", 1)[0]
-            if kind == "block":
-                found.append((subnet.output_weight, rows.rows[rows.input_positions], grad))
-            elif kind == "id":
-                found.append((subnet.id_table, rows.input_rows, grad))
-            else:
-                name = key.rsplit(":", 1)[1]
-                found.append((subnet.bag_table(name), past.step.bags[name].columns, grad))
+        from_next = [lanes.to_previous(grad, n_lanes) for grad in grad_hidden]
+        further = depth < len(window.past) - 1
+        projected, recurrent = [None] * n_layers, [None] * n_layers
+        from_above = None
+        for index in reversed(range(n_layers)):
+            layer, cache = subnet.layers[index], layer_caches[index]
+            grad_out = from_next[index] if from_above is None else from_next[index] + from_above
+            if cache.mask is not None:
+                grad_out = grad_out * cache.mask
+            projected[index], recurrent[index] = layer.backward(grad_out, cache.h, cache.gates)
+            if index > 0:
+                from_above = projected[index] @ layer.weight_ih.T
+            if further:
+                grad_hidden[index] = layer.hidden_gradient(grad_out, cache.gates, recurrent[index])
+        visited.append((past.step, layer_caches, input_mask, projected, recurrent))
         lanes = past.lanes
+    if not visited:
+        return []
+
+    for index, layer in enumerate(subnet.layers):
+        name = f"{prefix}layers.{index}."
+        grad_projected = _cat([v[3][index] for v in visited])
+        grad_recurrent = _cat([v[4][index] for v in visited])
+        states = _cat([v[1][index].h for v in visited])
+        _accumulate(dense, name + "weight_hh", states.T @ grad_recurrent)
+        _accumulate(dense, name + "bias_ih", grad_projected.sum(dim=0))
+        _accumulate(dense, name + "bias_hh", grad_recurrent.sum(dim=0))
+        if layer.weight_ih is not None:
+            layer_input = _cat([v[1][index].layer_input for v in visited])
+            _accumulate(dense, name + "weight_ih", layer_input.T @ grad_projected)
+
+    # the item-table rows layer 0 read, per lane (the caller sums repeated rows)
+    grad_projected = _cat([v[3][0] for v in visited])
+    inputs = _cat([v[0].inputs for v in visited])
+    grad_x = None
+    if subnet.embeds_inputs:
+        grad_x = grad_projected @ subnet.layers[0].weight_ih.T
+        if visited[0][2] is not None:  # the dense input's dropout
+            grad_x = grad_x * _cat([v[2] for v in visited])
+    found = []
+    if subnet.id_mode in ("constrained", "separate"):
+        table = subnet.output_weight if subnet.id_mode == "constrained" else subnet.id_table
+        found.append((table, inputs, grad_x[:, : subnet.id_width]))
+    elif subnet.id_mode == "one-hot":
+        found.append((subnet.id_table, inputs, grad_projected))
+    for position, name in enumerate(subnet.sparse_inputs):
+        grad_bag = grad_projected
+        if subnet.sparse_embedding:
+            start = subnet.sparse_start + position * subnet.sparse_embedding
+            grad_bag = grad_x[:, start : start + subnet.sparse_embedding]
+        first = 0
+        for step, *_ in visited:
+            bag, lanes_here = step.bags[name], len(step.inputs)
+            grad = bag_gradient(grad_bag[first : first + lanes_here], bag)
+            found.append((subnet.bag_table(name), bag.columns, grad))
+            first += lanes_here
     return found
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _accumulate(grads: dict[str, torch.Tensor], name: str, grad: torch.Tensor) -> None:
@@ -887,8 +946,9 @@ def _merge_update(
     rows: torch.Tensor,
     grad: torch.Tensor,
 ) -> None:
-    """Adds the gradient of ``rows`` of ``table`` to ``updates``, summed into the table's update
-    if it has one, so that every table is updated once per step, over distinct rows."""
+    """Adds the gradient of ``rows`` (which may repeat) of ``table`` to ``updates``, summed into
+    the table's update if it has one, so that every table is updated once per step, over
+    distinct rows."""
     for position, (known, known_rows, known_grad) in enumerate(updates):
         if known is table:
             rows, grad = torch.cat([known_rows, rows]), torch.cat([known_grad, grad])

@@ -16,8 +16,13 @@ RecBole 1.2.1 runs in its own virtual environment (it needs numpy<2; it imports 
     python benchmarks/peers.py --recbole-python /work/venvs/recbole/bin/python \\
         --seeds 1 --out reports/peers/toys_seed1.md
 
-Prints one table per seed: Recall@20, MRR@20, training seconds and training events/s (next-item
-predictions trained on per second), one thread each. A benchmark, not a test.
+Prints one table per seed: Recall@20, MRR@20, training seconds, training events/s (next-item
+predictions trained on per second) and peak memory (the maximum resident set of the process
+that trained: RecBole's runner, or a forked child per prnn model), one thread each. prnn's rows:
+GRU4Rec at the shared settings of the p-RNN defaults comparison (the reference's one-step
+back-propagation), and with the ``long_history`` preset (BPR-max, ``bptt=5``) and that preset at
+``bptt=10``; on amazon_toys_mm also the image p-RNN with the preset, trained alternately. A
+benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -25,13 +30,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import multiprocessing
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from prnn.config import read_preset
 from prnn.data import EventLog, read_events, split_sessions_randomly
 from prnn.evaluation import evaluate
 from prnn.features import read_features
@@ -99,6 +107,30 @@ def run_recbole(python: str, folder: Path, model: str, settings: dict) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def _fit_prnn(model_class, settings, train, test, options) -> tuple:
+    """(Recall@20, MRR@20, training seconds, training events/s, peak memory MB) of one prnn
+    model, trained eagerly on one thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    model = model_class(**settings)
+    started = time.perf_counter()
+    model.fit(train, compile=False, **options)
+    seconds = time.perf_counter() - started
+    metrics = evaluate(model, test, cutoffs=(20,)).metrics
+    n_events = sum(report.n_events for report in model.history_)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return metrics["recall@20"], metrics["mrr@20"], seconds, n_events / seconds, peak
+
+
+def _in_child_process(function, *args):
+    """``function(*args)`` in a forked process, so that its peak memory is its own run's (plus
+    the data the parent already holds, as RecBole's runner holds its own)."""
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        return pool.apply(function, args)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recbole-python", required=True, help="python of RecBole's venv")
@@ -158,38 +190,49 @@ def main() -> int:
                     recbole["mrr@20"],
                     recbole["train_seconds"],
                     recbole["epochs"] * recbole["train_examples"] / recbole["train_seconds"],
+                    recbole["peak_mb"],
                 )
             )
             print(f"# seed {seed}: RecBole {recbole}", file=sys.stderr, flush=True)
-        prnn_models = [("prnn GRU4Rec (shared settings, 10 epochs)", GRU4Rec(**PRNN_SHARED), {})]
+        long_history = read_preset("long_history")
+        prnn_models = [
+            ("prnn GRU4Rec (shared settings, 10 epochs)", GRU4Rec, PRNN_SHARED, {}),
+            (
+                "prnn GRU4Rec, preset long_history (BPR-max, bptt=5, 5 epochs)",
+                GRU4Rec,
+                long_history,
+                {},
+            ),
+            (
+                "prnn GRU4Rec, preset long_history with bptt=10",
+                GRU4Rec,
+                {**long_history, "bptt": 10},
+                {},
+            ),
+        ]
         if toys:
             prnn_models.append(
                 (
-                    "prnn p-RNN, CLIP image (defaults, 10 epochs)",
-                    PRNN(**PRNN_SHARED),
+                    "prnn p-RNN, CLIP image, preset long_history, training=alternating",
+                    PRNN,
+                    {**long_history, "training": "alternating"},
                     {"features": {"image": image}},
                 )
             )
-        for label, model, options in prnn_models:
-            started = time.perf_counter()
-            model.fit(train, compile=False, **options)
-            seconds = time.perf_counter() - started
-            metrics = evaluate(model, test, cutoffs=(20,)).metrics
-            n_events = sum(report.n_events for report in model.history_)
-            rows.append(
-                (label, metrics["recall@20"], metrics["mrr@20"], seconds, n_events / seconds)
-            )
+        for label, model_class, settings, options in prnn_models:
+            result = _in_child_process(_fit_prnn, model_class, settings, train, test, options)
+            rows.append((label, *result))
             print(f"# seed {seed}: {rows[-1]}", file=sys.stderr, flush=True)
         lines += [
             "",
             f"split seed {seed}: {n_train:,} training and {n_test:,} test predictions",
             "",
-            "| model | Recall@20 | MRR@20 | training s | training events/s |",
-            "|---|---|---|---|---|",
+            "| model | Recall@20 | MRR@20 | training s | training events/s | peak memory MB |",
+            "|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {label} | {recall:.4f} | {mrr:.4f} | {seconds:.0f} | {rate:,.0f} |"
-            for label, recall, mrr, seconds, rate in rows
+            f"| {label} | {recall:.4f} | {mrr:.4f} | {seconds:.0f} | {rate:,.0f} | {peak:,.0f} |"
+            for label, recall, mrr, seconds, rate, peak in rows
         ]
     emit_table("\n".join(lines), args.out)
     return 0

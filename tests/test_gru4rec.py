@@ -154,6 +154,20 @@ def test_cross_entropy_gradient_equals_autograd():
         assert torch.all(gradient[:, 4] == 0)
 
 
+@pytest.mark.parametrize("bpreg, elu", [(0.0, 0.0), (1.0, 0.0), (1.95, 0.5), (0.5, 1.0)])
+def test_bpr_max_gradient_equals_autograd(bpreg, elu):
+    generator = torch.Generator().manual_seed(2)
+    distinct = torch.randn(3, 6, generator=generator) * 3
+    columns = torch.tensor([0, 2, 2, 1, 1, 3, 0, 5])  # repeats (a target among the negatives)
+    leaf = distinct.clone().requires_grad_()
+    expected = losses.bpr_max(leaf.index_select(1, columns), bpreg, elu) * 0.25
+    expected.backward()
+    loss, gradient = losses.bpr_max_with_gradient(distinct, columns, bpreg, elu, 0.25)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    torch.testing.assert_close(gradient, leaf.grad)
+    assert torch.all(gradient[:, 4] == 0)  # a row no column reads
+
+
 def test_bpr_max_by_hand():
     bpreg, elu = 0.5, 0.0
     expected = 0.0

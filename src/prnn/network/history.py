@@ -70,12 +70,14 @@ class BackpropWindow:
         training loop applies them (reset lanes start from zero, then only ``keep`` lanes stay;
         either may be None) to ``n_lanes`` lanes."""
         device = self.past[-1].step.inputs.device if self.past else None
-        positions = torch.arange(n_lanes, device=device)
+        positions = None  # the same lanes until some are dropped
         carried = torch.ones(n_lanes, device=device)
         for reset, keep in changes:
             if reset is not None:
                 carried = carried.index_fill(0, reset, 0.0)
             if keep is not None:
+                if positions is None:
+                    positions = torch.arange(len(carried), device=device)
                 positions, carried = positions[keep], carried[keep]
         if not bool(carried.any()):  # every lane starts afresh: nothing to reach back to
             self.clear()

@@ -113,7 +113,50 @@ class GRULayer(nn.Module):
     ) -> torch.Tensor:
         """Gradient w.r.t. the carried state ``h`` of a step: through the update gate's
         ``(1 - z) * h`` and through the recurrent product (``backward``'s ``grad_recurrent``)."""
-        return grad_out * (1 - gates.z) + grad_recurrent @ self.weight_hh.T
+        return torch.addmm(grad_out * (1 - gates.z), grad_recurrent, self.weight_hh.T)
+
+    @staticmethod
+    def backward_factors(
+        h: torch.Tensor, gates: GRUGates, mask: torch.Tensor | None
+    ) -> BackwardFactors:
+        """What ``backward`` and ``hidden_gradient`` multiply the output's gradient by, for a
+        step that truncated back-propagation through time revisits (once per later step)."""
+        r, z, candidate = gates.r, gates.z, gates.candidate
+        update = (candidate - h) * z * (1 - z)
+        new = z * (1 - candidate * candidate)
+        reset = new * gates.recurrent_candidate * r * (1 - r)
+        keep = 1 - z
+        if mask is not None:
+            update, new, reset, keep = update * mask, new * mask, reset * mask, keep * mask
+        projected = torch.stack([reset, update, new], dim=1)  # (B, 3, H), the gate blocks
+        recurrent = torch.cat([torch.ones_like(r), torch.ones_like(z), r], dim=1)
+        return BackwardFactors(projected, recurrent, keep)
+
+    def backward_through(
+        self, grad: torch.Tensor, factors: BackwardFactors, with_hidden: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``backward`` (and ``hidden_gradient`` if ``with_hidden``) from the gradient w.r.t.
+        the step's dropped-out output, by its ``backward_factors``: (grad_projected,
+        grad_recurrent, gradient w.r.t. the carried state or None)."""
+        grad_projected = (grad[:, None, :] * factors.projected).flatten(1)
+        grad_recurrent = grad_projected * factors.recurrent
+        grad_hidden = None
+        if with_hidden:
+            grad_hidden = torch.addmm(grad * factors.keep, grad_recurrent, self.weight_hh.T)
+        return grad_projected, grad_recurrent, grad_hidden
+
+
+@dataclass
+class BackwardFactors:
+    """A GRU step's local derivatives, with its output dropout mask folded in."""
+
+    projected: torch.Tensor
+    """(B, 3, H): gradient w.r.t. the projected input's [r | z | candidate] blocks per unit of
+    the output's gradient."""
+    recurrent: torch.Tensor
+    """(B, 3H): [1 | 1 | r], from the projected input's gradient to the recurrent product's."""
+    keep: torch.Tensor
+    """(B, H): (1 - z) times the mask, the carried state's direct share."""
 
 
 def dropout_mask(

@@ -30,7 +30,7 @@ from torch import nn
 
 from prnn.network.history import BackpropWindow
 from prnn.network.inputs import FeatureLookup
-from prnn.network.layers import DropoutSpec, GRULayer, glorot_uniform_
+from prnn.network.layers import BackwardFactors, DropoutSpec, GRULayer, glorot_uniform_
 from prnn.network.sparse import bag_gradient, bag_projection
 from prnn.network.step import StepBatch
 from prnn.threads import recurrent_step_work
@@ -701,14 +701,7 @@ class Network(nn.Module):
         dense, row_grads = self.backward(step, gathered, caches, grad_scores, window)
         self._apply_updates(optimizer, step, dense, row_grads, exchange)
         if window is not None:
-            window.push(
-                step,
-                {
-                    name: (cache[0], cache[3])
-                    for name, cache in caches.items()
-                    if name != _FEATURE_OUTPUT
-                },
-            )
+            window.push(step, _past_caches(self, caches))
         return loss, new_hidden
 
     @torch.no_grad()
@@ -848,6 +841,30 @@ def _input_gradients(
     return grads
 
 
+def _past_caches(network: Network, caches: dict) -> dict:
+    """What a step leaves in the back-propagation window, by subnet: per layer its input,
+    starting state and ``GRULayer.backward_factors``; its dense input's dropout mask. Only for
+    the subnets that trained (the others' chains are not followed back)."""
+    kept = {}
+    for subnet in network.subnets:
+        if subnet.name not in caches or subnet.name not in network.trainable:
+            continue
+        layer_caches, _, _, input_mask = caches[subnet.name]
+        layers = [
+            _PastLayer(c.layer_input, c.h, GRULayer.backward_factors(c.h, c.gates, c.mask))
+            for c in layer_caches
+        ]
+        kept[subnet.name] = (layers, input_mask)
+    return kept
+
+
+@dataclass
+class _PastLayer:
+    layer_input: torch.Tensor | None
+    h: torch.Tensor
+    factors: BackwardFactors
+
+
 def _backward_through_time(
     subnet: Subnet,
     prefix: str,
@@ -859,35 +876,34 @@ def _backward_through_time(
     window's past steps, newest first; adds their weight gradients to ``dense`` and returns
     their inputs' (item table, rows, gradient) triples (rows may repeat).
 
-    Only the chain from step to step runs step by step; the weight and input gradients, sums
-    of per-lane products, are then taken once over all the past steps' lanes together.
+    Only the chain from step to step runs step by step, on each past step's precomputed
+    ``backward_factors``; the weight and input gradients, sums of per-lane products, are then
+    taken once over all the past steps' lanes together.
     """
     n_layers = len(subnet.layers)
-    # per past step reached: (step, layer caches, input mask, per layer: gradients w.r.t. the
-    # projected input and the recurrent product)
+    # per past step reached: (step, its _PastLayer per layer, input mask, per layer: gradients
+    # w.r.t. the projected input and the recurrent product)
     visited = []
     lanes = window.lanes
     for depth, past in enumerate(reversed(window.past)):
         cached = past.caches.get(subnet.name)
-        if cached is None:  # the subnet was not run at that step: its chain stops
+        if cached is None:  # the subnet did not train at that step: its chain stops
             break
-        layer_caches, input_mask = cached
-        n_lanes = layer_caches[0].h.shape[0]
+        past_layers, input_mask = cached
+        n_lanes = past_layers[0].h.shape[0]
         from_next = [lanes.to_previous(grad, n_lanes) for grad in grad_hidden]
         further = depth < len(window.past) - 1
         projected, recurrent = [None] * n_layers, [None] * n_layers
         from_above = None
         for index in reversed(range(n_layers)):
-            layer, cache = subnet.layers[index], layer_caches[index]
-            grad_out = from_next[index] if from_above is None else from_next[index] + from_above
-            if cache.mask is not None:
-                grad_out = grad_out * cache.mask
-            projected[index], recurrent[index] = layer.backward(grad_out, cache.h, cache.gates)
+            layer = subnet.layers[index]
+            grad = from_next[index] if from_above is None else from_next[index] + from_above
+            projected[index], recurrent[index], grad_hidden[index] = layer.backward_through(
+                grad, past_layers[index].factors, further
+            )
             if index > 0:
                 from_above = projected[index] @ layer.weight_ih.T
-            if further:
-                grad_hidden[index] = layer.hidden_gradient(grad_out, cache.gates, recurrent[index])
-        visited.append((past.step, layer_caches, input_mask, projected, recurrent))
+        visited.append((past.step, past_layers, input_mask, projected, recurrent))
         lanes = past.lanes
     if not visited:
         return []

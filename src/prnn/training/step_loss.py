@@ -1,8 +1,8 @@
 """The loss of a training step as (value, gradient w.r.t. the distinct-row scores).
 
-The network's hand-written step needs only that gradient from the loss. Cross-entropy gives it
-in closed form; the other losses of GRU4Rec get it from autograd over the loss alone, a graph
-small next to the network's.
+The network's hand-written step needs only that gradient from the loss. Cross-entropy and BPR-max
+give it in closed form; the other losses of GRU4Rec get it from autograd over the loss alone, a
+graph small next to the network's.
 """
 
 from __future__ import annotations
@@ -55,6 +55,30 @@ class CrossEntropyStepLoss:
         return losses.cross_entropy_with_gradient(distinct_scores, *prepared, self.scale)
 
 
+class BprMaxStepLoss:
+    """BPR-max in closed form (``losses.bpr_max_with_gradient``)."""
+
+    needs_row_weights = False
+    compiles_whole = False
+    """Its gradient sums repeated columns with a scatter, which compiled code would do with
+    order-dependent atomics: it stays eager inside a compiled step."""
+
+    def __init__(self, config, scale: float) -> None:
+        self.bpreg = config.bpreg
+        self.elu_param = config.elu_param
+        self.scale = scale
+
+    def prepared(self, step: StepBatch) -> tuple[torch.Tensor, ...]:
+        return (step.rows.output_columns,)
+
+    @torch.compiler.disable
+    def value_and_gradient(self, distinct_scores: torch.Tensor, output_columns: torch.Tensor):
+        """(scale * loss, its gradient w.r.t. the distinct scores)."""
+        return losses.bpr_max_with_gradient(
+            distinct_scores, output_columns, self.bpreg, self.elu_param, self.scale
+        )
+
+
 class AutogradStepLoss:
     """Any loss: its gradient w.r.t. the scores by autograd over the loss alone."""
 
@@ -78,10 +102,12 @@ class AutogradStepLoss:
         return loss.detach(), gradient
 
 
-def make_step_loss(config) -> CrossEntropyStepLoss | AutogradStepLoss:
+def make_step_loss(config) -> CrossEntropyStepLoss | BprMaxStepLoss | AutogradStepLoss:
     """The loss of a GRU4Rec-style config for ``train_step``, divided by the batch size (as
     the reference does)."""
     scale = 1.0 / config.batch_size
     if config.loss == "cross-entropy":
         return CrossEntropyStepLoss(scale)
+    if config.loss == "bpr-max":
+        return BprMaxStepLoss(config, scale)
     return AutogradStepLoss(config, scale)

@@ -12,7 +12,10 @@ import logging
 import pytest
 import torch
 
+from prnn import load_model
 from prnn.bundled import example_events_path
+from prnn.cli import main
+from prnn.config import read_preset
 from prnn.data import read_events, split_sessions_randomly
 from prnn.errors import ConfigError
 from prnn.evaluation import evaluate
@@ -21,8 +24,9 @@ from prnn.network import BackpropWindow
 from prnn.training import TRAINING_METHODS, make_step_loss
 from prnn.training.loop import _apply_lane_changes
 from prnn.training.step_plan import plan_steps
-from tests.test_network import ARCHITECTURES, N_ITEMS, _config, _hidden, _log_q, _network
-from tests.test_prnn import SMALL, _cyclic, _dense, _sparse
+
+from .test_network import ARCHITECTURES, N_ITEMS, _config, _hidden, _log_q, _network
+from .test_prnn import SMALL, _cyclic, _dense, _sparse
 
 # four steps of four lanes; before step 2 lane 1 starts a new session, before step 3 lane 1 is
 # dropped (its sessions ran out)
@@ -246,3 +250,32 @@ def test_bptt_trains_eagerly_and_says_so_when_compile_is_asked(cyclic_log, caplo
 def test_bptt_must_be_at_least_one():
     with pytest.raises(ConfigError, match="bptt"):
         GRU4RecConfig(bptt=0)
+
+
+def test_the_long_history_preset_back_propagates_through_several_steps():
+    settings = read_preset("long_history")
+    assert settings["bptt"] > 1 and settings["loss"] == "bpr-max"
+    assert GRU4Rec(**settings).config.bptt == settings["bptt"]
+    prnn = PRNN(**settings, training="alternating")
+    assert prnn.config.bptt == settings["bptt"] and prnn.config.training == "alternating"
+
+
+def test_train_with_the_long_history_preset_from_the_command_line(tmp_path, capsys):
+    model = tmp_path / "long.prnn"
+    arguments = [
+        "train",
+        str(example_events_path()),
+        "--model",
+        "gru4rec",
+        "--preset",
+        "long_history",
+        "--set",
+        "n_epochs=1",
+        "--set",
+        "layers=16",
+        "--out",
+        str(model),
+        "-q",
+    ]
+    assert main(arguments) == 0, capsys.readouterr().err
+    assert load_model(model).config.bptt == read_preset("long_history")["bptt"]

@@ -107,6 +107,32 @@ def run_recbole(python: str, folder: Path, model: str, settings: dict) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def write_recbole_items(image, path: Path, dim: int) -> None:
+    """RecBole's item file: each item's image vector, reduced to ``dim`` PCA components, as a
+    ``float_seq`` field."""
+    import numpy as np
+    from sklearn.decomposition import PCA
+
+    values = np.asarray(image.values, dtype=np.float32)
+    reduced = PCA(n_components=dim, random_state=0).fit_transform(values)
+    lines = ["item_id:token\timage:float_seq"]
+    for item, row in zip(image.item_ids, reduced):
+        lines.append(f"{item}\t" + " ".join(f"{v:.5g}" for v in row))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _recbole_row(label: str, result: dict) -> tuple:
+    rate = result["epochs"] * result["train_examples"] / result["train_seconds"]
+    return (
+        label,
+        result["recall@20"],
+        result["mrr@20"],
+        result["train_seconds"],
+        rate,
+        result["peak_mb"],
+    )
+
+
 def _fit_prnn(model_class, settings, train, test, options) -> tuple:
     """(Recall@20, MRR@20, training seconds, training events/s, peak memory MB) of one prnn
     model, trained eagerly on one thread."""
@@ -143,8 +169,25 @@ def main() -> int:
         help="amazon_toys_mm (with the image p-RNN) or rsc15_100k (default: %(default)s)",
     )
     parser.add_argument("--image", default=str(DATA / "amazon_toys_mm" / "clip_vitb32_image.npz"))
+    parser.add_argument(
+        "--runs",
+        default="recbole,prnn",
+        help="which rows: recbole (GRU4Rec), gru4recf (RecBole's GRU4RecF with the image "
+        "vectors; amazon_toys_mm only), prnn (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--gru4recf-dim",
+        type=int,
+        default=64,
+        help="image vectors reduced to this many PCA components for GRU4RecF (default: "
+        "%(default)s; RecBole embeds every component of every history item, B x L x D x E)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    runs = {r.strip() for r in args.runs.split(",")}
+    unknown = runs - {"recbole", "gru4recf", "prnn"}
+    if unknown:
+        parser.error(f"unknown --runs {sorted(unknown)}; choose from recbole, gru4recf, prnn")
     import torch
 
     torch.set_num_threads(1)
@@ -176,24 +219,43 @@ def main() -> int:
             write_recbole_examples(
                 test, folder / "peers.valid.inter", args.max_len, limit=200, prefix="t"
             )
-            recbole = run_recbole(
-                args.recbole_python,
-                folder,
-                "GRU4Rec",
-                {**RECBOLE_GRU4REC, "MAX_ITEM_LIST_LENGTH": args.max_len},
-            )
-            rows.append(
-                (
-                    "RecBole GRU4Rec (Adam 0.002, batch 256, full softmax, 64-d embedding, "
-                    f"back-propagation through {args.max_len} items, 6 epochs)",
-                    recbole["recall@20"],
-                    recbole["mrr@20"],
-                    recbole["train_seconds"],
-                    recbole["epochs"] * recbole["train_examples"] / recbole["train_seconds"],
-                    recbole["peak_mb"],
+            if "recbole" in runs:
+                recbole = run_recbole(
+                    args.recbole_python,
+                    folder,
+                    "GRU4Rec",
+                    {**RECBOLE_GRU4REC, "MAX_ITEM_LIST_LENGTH": args.max_len},
                 )
-            )
-            print(f"# seed {seed}: RecBole {recbole}", file=sys.stderr, flush=True)
+                rows.append(
+                    _recbole_row(
+                        "RecBole GRU4Rec (Adam 0.002, batch 256, full softmax, 64-d embedding, "
+                        f"back-propagation through {args.max_len} items, 6 epochs)",
+                        recbole,
+                    )
+                )
+                print(f"# seed {seed}: RecBole {recbole}", file=sys.stderr, flush=True)
+            if "gru4recf" in runs and toys:
+                write_recbole_items(image, folder / "peers.item", args.gru4recf_dim)
+                recbole = run_recbole(
+                    args.recbole_python,
+                    folder,
+                    "GRU4RecF",
+                    {
+                        **RECBOLE_GRU4REC,
+                        "MAX_ITEM_LIST_LENGTH": args.max_len,
+                        "selected_features": ["image"],
+                        "numerical_features": ["image"],
+                        "pooling_mode": "sum",
+                    },
+                )
+                rows.append(
+                    _recbole_row(
+                        f"RecBole GRU4RecF (the same, + CLIP image, {args.gru4recf_dim} PCA "
+                        "components)",
+                        recbole,
+                    )
+                )
+                print(f"# seed {seed}: RecBole GRU4RecF {recbole}", file=sys.stderr, flush=True)
         long_history = read_preset("long_history")
         prnn_models = [
             ("prnn GRU4Rec (shared settings, 10 epochs)", GRU4Rec, PRNN_SHARED, {}),
@@ -219,6 +281,8 @@ def main() -> int:
                     {"features": {"image": image}},
                 )
             )
+        if "prnn" not in runs:
+            prnn_models = []
         for label, model_class, settings, options in prnn_models:
             result = _in_child_process(_fit_prnn, model_class, settings, train, test, options)
             rows.append((label, *result))

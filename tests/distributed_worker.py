@@ -88,6 +88,8 @@ MODELS = [
         "gru4rec_bpr_max",
         lambda: GRU4Rec(**SMALL, loss="bpr-max", constrained_embedding=False, embedding=4),
     ),
+    # back-propagation through several steps: each process keeps its own lanes' window
+    ("gru4rec_bptt", lambda: GRU4Rec(**SMALL, loss="bpr-max", bptt=3)),
     # early stopping: process 0 validates, every process stops with it
     ("gru4rec_patience", lambda: GRU4Rec(**dict(SMALL, n_epochs=8))),
     ("feature_only", lambda: FeatureOnly(**FEATURE_SMALL)),
@@ -96,6 +98,7 @@ MODELS = [
         (f"prnn_{method}", lambda method=method: PRNN(**FEATURE_SMALL, training=method))
         for method in ("simultaneous", "alternating", "residual", "interleaving")
     ],
+    ("prnn_bptt", lambda: PRNN(**FEATURE_SMALL, training="alternating", bptt=4)),
 ]
 
 

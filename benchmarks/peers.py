@@ -260,7 +260,8 @@ def main() -> int:
         prnn_models = [
             ("prnn GRU4Rec (shared settings, 10 epochs)", GRU4Rec, PRNN_SHARED, {}),
             (
-                "prnn GRU4Rec, preset long_history (BPR-max, bptt=5, embedding dropout 0.5, 5 epochs)",
+                "prnn GRU4Rec, preset long_history (BPR-max, bptt=5, embedding dropout 0.5, "
+                "5 epochs)",
                 GRU4Rec,
                 long_history,
                 {},

@@ -131,6 +131,12 @@ class Subnet(nn.Module):
     def bag_table(self, feature: str) -> torch.Tensor:
         return getattr(self, f"bag_{feature}")
 
+    def sparse_columns(self, position: int) -> slice:
+        """Where the ``position``-th sparse input's embedding sits in the dense input
+        (``sparse_embedding`` > 0)."""
+        start = self.sparse_start + position * self.sparse_embedding
+        return slice(start, start + self.sparse_embedding)
+
     @property
     def embeds_inputs(self) -> bool:
         """Whether layer 0's dense input holds item-table rows that train (so backward needs
@@ -830,8 +836,7 @@ def _input_gradients(
         grads.append((f"id:{subnet.name}", rows.input_one_hot().T @ grad_projected))
     for position, name in enumerate(subnet.sparse_inputs):
         if subnet.sparse_embedding:
-            start = subnet.sparse_start + position * subnet.sparse_embedding
-            columns = slice(start, start + subnet.sparse_embedding)
+            columns = subnet.sparse_columns(position)
             grad_bag = grad_x[:, columns]
             if input_mask is not None:
                 grad_bag = grad_bag * input_mask[:, columns]
@@ -937,8 +942,7 @@ def _backward_through_time(
     for position, name in enumerate(subnet.sparse_inputs):
         grad_bag = grad_projected
         if subnet.sparse_embedding:
-            start = subnet.sparse_start + position * subnet.sparse_embedding
-            grad_bag = grad_x[:, start : start + subnet.sparse_embedding]
+            grad_bag = grad_x[:, subnet.sparse_columns(position)]
         first = 0
         for step, *_ in visited:
             bag, lanes_here = step.bags[name], len(step.inputs)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from prnn.eager import disable_compilation
 from prnn.network.history import BackpropWindow
 from prnn.network.inputs import FeatureLookup
 from prnn.network.layers import BackwardFactors, DropoutSpec, GRULayer, glorot_uniform_
@@ -746,6 +747,7 @@ class Network(nn.Module):
         arithmetic = self._step_arithmetic
         if compiled and step.batch > 1:  # a lone lane would cost a recompilation for one step
             if self._compiled_arithmetic is None:
+                disable_compilation()  # of the eager-only parts (sparse bags, some losses)
                 self._compiled_arithmetic = torch.compile(self._step_arithmetic, dynamic=True)
             arithmetic = self._compiled_arithmetic
         return arithmetic(step, hidden, loss.value_and_gradient, loss.prepared(step), optimizer)

@@ -2,7 +2,7 @@
 
 A TF-IDF row has tens of non-zeros among hundreds of thousands of columns: the projection
 gathers just those rows of the projection table and sums them weighted by the values. Both
-directions run eagerly even inside a compiled step (``torch.compiler.disable``): compiled code
+directions run eagerly even inside a compiled step (``prnn.eager.eager_only``): compiled code
 would sum the gradient of a column shared by several inputs with atomic additions, in no fixed
 order; eager PyTorch on the CPU sums them in sequence.
 """
@@ -12,10 +12,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from prnn.eager import eager_only
 from prnn.network.step import SparseBag
 
 
-@torch.compiler.disable
+@eager_only
 def bag_projection(rows: torch.Tensor, bag: SparseBag) -> torch.Tensor:
     """(B, 3H): each input's sum of ``value * rows[position]`` over its non-zeros."""
     return F.embedding_bag(
@@ -23,7 +24,7 @@ def bag_projection(rows: torch.Tensor, bag: SparseBag) -> torch.Tensor:
     )
 
 
-@torch.compiler.disable
+@eager_only
 def bag_gradient(grad_projection: torch.Tensor, bag: SparseBag) -> torch.Tensor:
     """(V, 3H): the gradient of the gathered rows, given the projection's (B, 3H).
 

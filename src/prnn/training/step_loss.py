@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from prnn import losses
+from prnn.eager import eager_only
 from prnn.errors import ConfigError
 from prnn.network import StepBatch
 
@@ -71,7 +72,7 @@ class BprMaxStepLoss:
     def prepared(self, step: StepBatch) -> tuple[torch.Tensor, ...]:
         return (step.rows.output_columns,)
 
-    @torch.compiler.disable
+    @eager_only
     def value_and_gradient(self, distinct_scores: torch.Tensor, output_columns: torch.Tensor):
         """(scale * loss, its gradient w.r.t. the distinct scores)."""
         return losses.bpr_max_with_gradient(
@@ -93,7 +94,7 @@ class AutogradStepLoss:
         return (step.rows.output_columns,)
 
     # runs eagerly inside a compiled step: autograd within torch.compile is not worth it here
-    @torch.compiler.disable
+    @eager_only
     def value_and_gradient(self, distinct_scores: torch.Tensor, output_columns: torch.Tensor):
         with torch.enable_grad():
             leaf = distinct_scores.detach().requires_grad_()

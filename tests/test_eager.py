@@ -25,6 +25,23 @@ def test_importing_prnn_and_its_commands_does_not_import_the_compiler():
     assert result.stdout.strip() == "[]"
 
 
+def test_a_fit_that_stays_eager_does_not_import_the_compiler(tmp_path):
+    # default flags on a short fit: the compile decision times eager steps and stays eager
+    code = (
+        "import sys\n"
+        "from prnn.bundled import example_events_path\n"
+        "from prnn.cli import main\n"
+        f"main(['train', str(example_events_path()), '--model', 'gru4rec', '-q', "
+        f"'--set', 'n_epochs=1', '--set', 'layers=16', '--out', {str(tmp_path / 'm.prnn')!r}])\n"
+        "print('torch._dynamo' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "False"
+    assert (tmp_path / "m.prnn").exists()
+
+
 def test_eager_only_functions_are_kept_out_of_compiled_graphs_once_compiling_starts(monkeypatch):
     monkeypatch.setattr(eager, "_TARGETS", [])
     monkeypatch.setattr(eager, "_disabled", False)

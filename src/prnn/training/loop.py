@@ -9,6 +9,7 @@ reference) and zeroed for lanes that start a new session.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -428,8 +429,10 @@ def train_session_parallel(
                 unit="batch",
                 enabled=progress and (distributed is None or distributed.is_main),
             )
-            # the compile settings only matter while tracing: on unless the step is decided eager
-            with compile_settings(not decision.decided or decision.compiled):
+            # the compile settings only matter while tracing: entered once the step compiles,
+            # so that a fit that stays eager never imports torch's compiler (about a second)
+            with contextlib.ExitStack() as settings:
+                settings_entered = False
                 for step in bar:
                     if phase is not None:
                         wanted = phase(epoch - 1, step)
@@ -458,6 +461,9 @@ def train_session_parallel(
                                 earlier_seconds + time.perf_counter() - started,
                             )
                     planned_step = planned[step % CHUNK_STEPS]
+                    if decision.compiled and not settings_entered:
+                        settings.enter_context(compile_settings(True))
+                        settings_entered = True
                     decision.before_step()
                     loss, hidden = _train_step(
                         network,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -74,7 +75,9 @@ def child(args: argparse.Namespace) -> None:
 def run_point(data: Path, model: str, epochs: int, evaluate: bool) -> dict:
     command = [sys.executable, __file__, "--child", "--data", str(data), "--model", model]
     command += ["--epochs", str(epochs)] + (["--evaluate"] if evaluate else [])
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    # large tensors on huge pages, as a `prnn` command puts them (prnn.cli)
+    env = {**os.environ, "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "1")}
+    output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
     figures = json.loads(output.strip().splitlines()[-1])
     print(f"# {data.name} {model}: {figures}", file=sys.stderr)
     return figures
@@ -101,7 +104,9 @@ def large_run(args: argparse.Namespace) -> int:
     lines = [
         f"# {stamp}: `{command.strip()}`",
         "# GRU4Rec (100 units, batch 32, 2048 samples, cross-entropy), one epoch on 95% of the "
-        "sessions; one thread, eager step; peak memory = the process's maximum resident set",
+        "sessions; one thread, eager step, THP_MEM_ALLOC_ENABLE="
+        f"{os.environ.get('THP_MEM_ALLOC_ENABLE', '1')}; "
+        "peak memory = the process's maximum resident set",
         "",
         "| log | events | items in training | epoch events/s | relative | fit s | peak memory MB |",
         "|---|---|---|---|---|---|---|",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -266,3 +268,32 @@ def test_features_output_without_extension_is_what_train_reads(work, capsys, mon
     features = ["features", "text", "items.csv", "--text-cols", "title", "--out", "text"]
     assert run(features, capsys)[0] == 0  # replaced: an earlier feature file
     assert np.load(work / "text.npz")["shape"].tolist() == [3, 3]
+
+
+HUGE_PAGES_USED = """
+from prnn.cli import main
+main(["models"])
+import torch
+table = torch.ones(50_000_000)  # 200 MB, an item table of half a million rows
+rollup = open("/proc/self/smaps_rollup").read()
+print(int(rollup.split("AnonHugePages:")[1].split()[0]) > 100_000)
+"""
+
+
+def _huge_pages_available() -> bool:
+    switch = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    return switch.exists() and "[never]" not in switch.read_text()
+
+
+@pytest.mark.skipif(
+    not _huge_pages_available(), reason="needs Linux with transparent huge pages available"
+)
+@pytest.mark.parametrize(("setting", "expected"), [(None, "True"), ("0", "False")])
+def test_a_command_puts_large_tensors_on_huge_pages_unless_told_not_to(setting, expected):
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if setting is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = setting
+    result = subprocess.run(
+        [sys.executable, "-c", HUGE_PAGES_USED], capture_output=True, text=True, env=env
+    )
+    assert result.stdout.splitlines()[-1] == expected, result.stdout + result.stderr

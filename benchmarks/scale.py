@@ -190,7 +190,9 @@ def main() -> int:
         f"# {stamp}: `{command.strip()}`",
         f"# logs by prnn synth, {args.events:,} events each ({args.text_events:,} for the text "
         "curve; 5% of the sessions for evaluation); "
-        "one thread, eager step; peak memory = the process's maximum resident set",
+        "one thread, eager step, THP_MEM_ALLOC_ENABLE="
+        f"{os.environ.get('THP_MEM_ALLOC_ENABLE', '1')}; "
+        "peak memory = the process's maximum resident set",
         "",
         "| catalogue | items seen in training | training events/s | evaluation events/s "
         "| Recall@20 | peak memory MB |",

@@ -59,9 +59,10 @@ def _huge_pages_for_large_tensors() -> None:
 
     A training step reads and writes a few thousand scattered rows of each item table (and of
     its optimiser buffers): with a million items, 400 MB a table, the 4 KB pages' address
-    translations miss their cache at nearly every row. On huge pages the row updates ran 14%
-    faster and the whole step 7% (benchmarks/row_updates.py, docs/scale.md); tensors under
-    2 MB, every table of a small catalogue among them, are allocated as before.
+    translations miss their cache at nearly every row. On huge pages the row update took 12%
+    less time (benchmarks/row_updates.py) and an epoch over a million items ran 7% faster
+    (benchmarks/scale.py --large; docs/scale.md); tensors under 2 MB, every table of a small
+    catalogue among them, are allocated as before.
     """
     if "torch" not in sys.modules:
         os.environ.setdefault(HUGE_PAGES_VAR, "1")

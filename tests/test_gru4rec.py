@@ -136,6 +136,47 @@ def test_cross_entropy_over_distinct_rows_equals_the_spread_matrix():
         assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_cross_entropy_has_the_references_guard_for_hopeless_lanes():
+    """The reference's loss is -log(softmax_target + 1e-24): a lane whose target has no chance
+    (exploded scores) costs at most 55.3 and gives (almost) no gradient; the others are
+    untouched. Checked against that formula, value and autograd gradient, in all three forms."""
+    scores = torch.tensor(
+        [
+            [2.0, 0.5, -1.0, 0.3, 0.0],
+            [0.1, -3000.0, 2.0, 1.0, 40.0],  # lane 1's target (column 1) is hopeless
+            [1.0, 0.0, 0.5, -0.2, 0.4],
+        ]
+    )
+    log_q = torch.tensor([0.2, -0.1, 0.0, 0.3, -0.4])
+
+    def reference(leaf):  # the reference's xe_loss_with_softmax
+        shifted = leaf - log_q[None, :]
+        softmax = torch.exp(shifted - shifted.max(dim=1, keepdim=True)[0])
+        softmax = softmax / softmax.sum(dim=1, keepdim=True)
+        return -torch.sum(torch.log(torch.diag(softmax) + 1e-24))
+
+    leaf = scores.clone().requires_grad_()
+    expected = reference(leaf)
+    expected.backward()
+    assert expected.item() == pytest.approx(losses.cross_entropy(scores, log_q).item(), rel=1e-5)
+    # lanes 0 and 2 as plain cross-entropy, lane 1 at the cap -log(1e-24)
+    plain = -torch.diagonal(torch.log_softmax(scores - log_q[None, :], dim=1))
+    capped = plain[0] + plain[2] - math.log(1e-24)
+    assert expected.item() == pytest.approx(capped.item(), rel=1e-5)
+    # distinct rows = the columns here; the closed form used in training
+    columns = torch.arange(5)
+    assert losses.cross_entropy_over_distinct(scores, columns, log_q).item() == pytest.approx(
+        expected.item(), rel=1e-5
+    )
+    loss, gradient = losses.cross_entropy_with_gradient(
+        scores.clone(), columns[:3], losses.log_row_weights(columns, 5, log_q), log_q[:3], 1.0
+    )
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.testing.assert_close(gradient, leaf.grad)
+    assert gradient[1].abs().max() < 1e-20  # the hopeless lane teaches nothing
+    assert gradient[0].abs().max() > 0.1
+
+
 def test_cross_entropy_gradient_equals_autograd():
     generator = torch.Generator().manual_seed(1)
     distinct = torch.randn(3, 5, generator=generator) * 4

@@ -16,7 +16,20 @@ import torch
 import torch.nn.functional as F
 
 LOSSES = ("cross-entropy", "bpr-max", "top1-max", "bpr", "top1")
-_EPSILON = 1e-24  # the reference's guard inside log() of the BPR-max sum
+_EPSILON = 1e-24  # the reference's guard inside log() of the cross-entropy and BPR-max sums
+_LOG_EPSILON = float(torch.log(torch.tensor(_EPSILON, dtype=torch.float64)))
+
+
+def _guarded_log_probability(log_probability: torch.Tensor) -> torch.Tensor:
+    """``log(p + 1e-24)`` from ``log(p)``, stably: the reference's cross-entropy guard.
+
+    The reference takes ``-log(softmax_target + 1e-24)``. The guard caps a lane's loss at 55.3
+    and, more than that, takes away the gradient of a lane whose target has no chance (p far
+    below 1e-24): its scores have exploded (a carried state grown by many kept dropout steps)
+    and the plain softmax gradient would push its whole size into the output weights. For
+    every other lane it changes nothing (p / (p + 1e-24) rounds to 1 from p ~ 1e-17 on).
+    """
+    return torch.logaddexp(log_probability, torch.full_like(log_probability, _LOG_EPSILON))
 
 
 def _target_scores(scores: torch.Tensor) -> torch.Tensor:
@@ -44,7 +57,7 @@ def cross_entropy(scores: torch.Tensor, log_q: torch.Tensor | None = None) -> to
     """
     if log_q is not None:
         scores = scores - log_q[None, :]
-    return -torch.diagonal(F.log_softmax(scores, dim=1)).sum()
+    return -_guarded_log_probability(torch.diagonal(F.log_softmax(scores, dim=1))).sum()
 
 
 def log_row_weights(
@@ -88,7 +101,7 @@ def cross_entropy_over_distinct(
     target_scores = distinct_scores.gather(1, targets[:, None]).squeeze(1)
     if log_q is not None:
         target_scores = target_scores - log_q[:batch]
-    return (log_partition - target_scores).sum()
+    return -_guarded_log_probability(target_scores - log_partition).sum()
 
 
 def cross_entropy_with_gradient(
@@ -105,6 +118,9 @@ def cross_entropy_with_gradient(
     autograd for the output layer. Takes what does not depend on the scores ready-made
     (``log_row_weights`` of the output columns; the targets' columns and logQ corrections, zeros
     without correction), so that this part is plain arithmetic, with no scatter-add.
+
+    With the reference's guard, a lane's loss is ``-log(p + 1e-24)`` (p: its target's
+    probability), whose gradient is the plain one times ``p / (p + 1e-24)``.
     """
     logits = distinct_scores + log_row_weight[None, :]
     largest = logits.amax(dim=1, keepdim=True)
@@ -112,11 +128,13 @@ def cross_entropy_with_gradient(
     partition = softmax.sum(dim=1, keepdim=True)
     targets = target_columns[:, None]
     target_scores = distinct_scores.gather(1, targets).squeeze(1) - target_log_q
-    log_partition = (largest + torch.log(partition)).squeeze(1)
-    loss = (log_partition - target_scores).sum() * scale
-    gradient = softmax.mul_(scale / partition)
+    log_probability = target_scores - (largest + torch.log(partition)).squeeze(1)
+    loss = -_guarded_log_probability(log_probability).sum() * scale
+    # p / (p + eps) per lane, stably
+    lane_scale = torch.sigmoid(log_probability - _LOG_EPSILON).mul_(scale)[:, None]
+    gradient = softmax.mul_(lane_scale / partition)
     # one target per row: no two writes meet, so this scatter is deterministic
-    gradient.scatter_add_(1, targets, torch.full_like(target_scores[:, None], -scale))
+    gradient.scatter_add_(1, targets, -lane_scale)
     return loss, gradient
 
 

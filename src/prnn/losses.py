@@ -12,12 +12,14 @@ regularisation ``bpreg``, logQ correction) from hidasib/GRU4Rec_PyTorch_Official
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 LOSSES = ("cross-entropy", "bpr-max", "top1-max", "bpr", "top1")
 _EPSILON = 1e-24  # the reference's guard inside log() of the cross-entropy and BPR-max sums
-_LOG_EPSILON = float(torch.log(torch.tensor(_EPSILON, dtype=torch.float64)))
+_LOG_EPSILON = math.log(_EPSILON)
 
 
 def _guarded_log_probability(log_probability: torch.Tensor) -> torch.Tensor:
@@ -47,7 +49,8 @@ def _softmax_over_negatives(scores: torch.Tensor) -> torch.Tensor:
 
 
 def cross_entropy(scores: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
-    """Softmax cross-entropy of each row's target against the sampled columns.
+    """Softmax cross-entropy of each row's target against the sampled columns, with the
+    reference's guard: ``-log(softmax_target + 1e-24)`` per row.
 
     Args:
         scores: (B, B + S) raw scores.

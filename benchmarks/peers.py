@@ -133,20 +133,26 @@ def _recbole_row(label: str, result: dict) -> tuple:
     )
 
 
-def _fit_prnn(model_class, settings, train, test, options) -> tuple:
-    """(Recall@20, MRR@20, training seconds, training events/s, peak memory MB) of one prnn
-    model, trained eagerly on one thread."""
+def fit_and_score(model, train, test, options) -> tuple[dict, float, float]:
+    """Trains a prnn model eagerly on one thread and ranks the test events: (metrics at 20,
+    training seconds, training events/s)."""
     import torch
 
     torch.set_num_threads(1)
-    model = model_class(**settings)
     started = time.perf_counter()
     model.fit(train, compile=False, **options)
     seconds = time.perf_counter() - started
     metrics = evaluate(model, test, cutoffs=(20,)).metrics
     n_events = sum(report.n_events for report in model.history_)
+    return metrics, seconds, n_events / seconds
+
+
+def _fit_prnn(model_class, settings, train, test, options) -> tuple:
+    """(Recall@20, MRR@20, training seconds, training events/s, peak memory MB) of one prnn
+    model (``fit_and_score``)."""
+    metrics, seconds, rate = fit_and_score(model_class(**settings), train, test, options)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return metrics["recall@20"], metrics["mrr@20"], seconds, n_events / seconds, peak
+    return metrics["recall@20"], metrics["mrr@20"], seconds, rate, peak
 
 
 def _in_child_process(function, *args):

@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
-import torch
-
-from peers import DATA, PRNN_SHARED
+from peers import DATA, PRNN_SHARED, fit_and_score
 from prnn.data import read_events, split_sessions_randomly
-from prnn.evaluation import evaluate
 from prnn.features import read_features
 from prnn.models import PRNN, GRU4Rec
 
 
 def main() -> int:
-    torch.set_num_threads(1)
     seed, extra = int(sys.argv[1]), json.loads(sys.argv[2])
     model_name = sys.argv[3] if len(sys.argv) > 3 else "gru4rec"
     toys = DATA / "amazon_toys_mm"
@@ -35,11 +30,7 @@ def main() -> int:
         options = {"features": {"image": read_features(toys / "clip_vitb32_image.npz")}}
     else:
         model = GRU4Rec(**settings)
-    started = time.perf_counter()
-    model.fit(train, compile=False, **options)
-    seconds = time.perf_counter() - started
-    metrics = evaluate(model, test, cutoffs=(20,)).metrics
-    n_events = sum(report.n_events for report in model.history_)
+    metrics, seconds, rate = fit_and_score(model, train, test, options)
     result = {
         "seed": seed,
         "model": model_name,
@@ -47,7 +38,7 @@ def main() -> int:
         "recall@20": round(metrics["recall@20"], 4),
         "mrr@20": round(metrics["mrr@20"], 4),
         "s": round(seconds),
-        "ev/s": round(n_events / seconds),
+        "ev/s": round(rate),
         "losses": [round(report.loss, 3) for report in model.history_],
     }
     print(json.dumps(result), flush=True)

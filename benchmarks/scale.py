@@ -30,7 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from prnn.cli import HUGE_PAGES_VAR
 from report import emit_table
+
+#: large tensors on huge pages in every point, as a `prnn` command puts them (prnn.cli)
+HUGE_PAGES = os.environ.get(HUGE_PAGES_VAR, "1")
 
 SETTINGS = {"layers": (100,), "batch_size": 32, "n_sample": 2048, "loss": "cross-entropy"}
 
@@ -75,8 +79,7 @@ def child(args: argparse.Namespace) -> None:
 def run_point(data: Path, model: str, epochs: int, evaluate: bool) -> dict:
     command = [sys.executable, __file__, "--child", "--data", str(data), "--model", model]
     command += ["--epochs", str(epochs)] + (["--evaluate"] if evaluate else [])
-    # large tensors on huge pages, as a `prnn` command puts them (prnn.cli)
-    env = {**os.environ, "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "1")}
+    env = {**os.environ, HUGE_PAGES_VAR: HUGE_PAGES}
     output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
     figures = json.loads(output.strip().splitlines()[-1])
     print(f"# {data.name} {model}: {figures}", file=sys.stderr)
@@ -104,8 +107,7 @@ def large_run(args: argparse.Namespace) -> int:
     lines = [
         f"# {stamp}: `{command.strip()}`",
         "# GRU4Rec (100 units, batch 32, 2048 samples, cross-entropy), one epoch on 95% of the "
-        "sessions; one thread, eager step, THP_MEM_ALLOC_ENABLE="
-        f"{os.environ.get('THP_MEM_ALLOC_ENABLE', '1')}; "
+        f"sessions; one thread, eager step, {HUGE_PAGES_VAR}={HUGE_PAGES}; "
         "peak memory = the process's maximum resident set",
         "",
         "| log | events | items in training | epoch events/s | relative | fit s | peak memory MB |",
@@ -190,8 +192,7 @@ def main() -> int:
         f"# {stamp}: `{command.strip()}`",
         f"# logs by prnn synth, {args.events:,} events each ({args.text_events:,} for the text "
         "curve; 5% of the sessions for evaluation); "
-        "one thread, eager step, THP_MEM_ALLOC_ENABLE="
-        f"{os.environ.get('THP_MEM_ALLOC_ENABLE', '1')}; "
+        f"one thread, eager step, {HUGE_PAGES_VAR}={HUGE_PAGES}; "
         "peak memory = the process's maximum resident set",
         "",
         "| catalogue | items seen in training | training events/s | evaluation events/s "

@@ -3,7 +3,8 @@
 Trains one epoch of the ``rsc15`` preset on rsc15_100k's training split, per seed, with prnn
 (eager) and, given ``--reference DIR``, with the reference GRU4Rec, recording every
 mini-batch's loss (per event, as both report it). Prints per run the mean, the median, the
-number of steps whose loss is above ``--spike`` and the largest.
+number of steps whose loss is above ``--spike``, the largest, and the largest magnitude a
+carried hidden state reached.
 
     python benchmarks/loss_spikes.py --reference /tmp/gru4rec_ref --seeds 1,2,3 \\
         --out reports/speed/loss_spikes.md
@@ -36,13 +37,16 @@ from report import emit_table
 RSC15 = Path(__file__).resolve().parents[2] / "shared" / "data" / "rsc15_100k" / "events.csv.gz"
 
 
-def prnn_losses(train, settings: dict) -> np.ndarray:
+def prnn_losses(train, settings: dict) -> tuple[np.ndarray, float]:
+    """(per-step losses, the largest carried state's magnitude) of one prnn epoch."""
     losses: list[float] = []
+    largest = [0.0]
     original = Network.train_step
 
     def recording(self, step, hidden, loss, optimizer, *args, **kwargs):
         value, new_hidden = original(self, step, hidden, loss, optimizer, *args, **kwargs)
         losses.append(float(value))
+        largest[0] = max(largest[0], float(new_hidden[0].abs().max()))
         return value, new_hidden
 
     Network.train_step = recording
@@ -50,15 +54,23 @@ def prnn_losses(train, settings: dict) -> np.ndarray:
         GRU4Rec(**settings).fit(train, compile=False, threads=1)
     finally:
         Network.train_step = original
-    return np.array(losses)
+    return np.array(losses), largest[0]
 
 
-def reference_losses(train, settings: dict, reference: str, seed: int) -> np.ndarray:
+def reference_losses(train, settings: dict, reference: str, seed: int) -> tuple[np.ndarray, float]:
+    """(per-step losses, the largest carried state's magnitude) of one reference epoch."""
     import reference_gru4rec
 
     module = reference_gru4rec.import_reference(reference, "gru4rec_pytorch")
     losses: list[float] = []
+    largest = [0.0]
     original = module.GRU4Rec.set_loss_function
+    original_step = module.GRU4RecModel.hidden_step
+
+    def stepping(self, X, H, training=False):
+        out = original_step(self, X, H, training)
+        largest[0] = max(largest[0], float(H[0].abs().max()))
+        return out
 
     def recording(self, loss):
         original(self, loss)
@@ -72,12 +84,14 @@ def reference_losses(train, settings: dict, reference: str, seed: int) -> np.nda
         self.loss_function = recorded
 
     module.GRU4Rec.set_loss_function = recording
+    module.GRU4RecModel.hidden_step = stepping
     try:
         config = GRU4RecConfig(**settings)
         reference_gru4rec.train_reference(reference, config, train, torch.device("cpu"), seed)
     finally:
         module.GRU4Rec.set_loss_function = original
-    return np.array(losses)
+        module.GRU4RecModel.hidden_step = original_step
+    return np.array(losses), largest[0]
 
 
 def main() -> int:
@@ -95,8 +109,9 @@ def main() -> int:
         f"# `python benchmarks/loss_spikes.py {' '.join(sys.argv[1:])}`: rsc15_100k, preset "
         f"rsc15 {overrides or ''}, 1 epoch; per-step loss per event",
         "",
-        f"| run | seed | mean | median | steps above {args.spike:g} | largest |",
-        "|---|---|---|---|---|---|",
+        f"| run | seed | mean | median | steps above {args.spike:g} | largest "
+        "| largest carried state |",
+        "|---|---|---|---|---|---|---|",
     ]
     for seed in (int(s) for s in args.seeds.split(",")):
         raw = {**read_preset("rsc15"), **overrides, "n_epochs": 1, "seed": seed}
@@ -104,10 +119,10 @@ def main() -> int:
         runs = [("prnn", prnn_losses(train, settings))]
         if args.reference:
             runs.append(("reference", reference_losses(train, settings, args.reference, seed)))
-        for name, values in runs:
+        for name, (values, state) in runs:
             lines.append(
                 f"| {name} | {seed} | {values.mean():.3f} | {np.median(values):.3f} | "
-                f"{int((values > args.spike).sum())} | {values.max():.1f} |"
+                f"{int((values > args.spike).sum())} | {values.max():.1f} | {state:,.0f} |"
             )
             print(lines[-1], file=sys.stderr, flush=True)
     emit_table("\n".join(lines), args.out)
